@@ -2,6 +2,7 @@
 //! `fleetban.v1`, and the conversions between wire messages and the domain
 //! types the rest of fleetban uses. Protobuf types stop here.
 
+pub mod config;
 pub mod convert;
 
 /// Generated code of package `fleetban.v1`.

@@ -1,0 +1,75 @@
+//! Wire messages to and from the server's domain types.
+
+use chrono::Duration;
+use fleetban_policy::LocalBan;
+use fleetban_proto::convert::time_from_ms;
+use fleetban_proto::{parse_target, pb};
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::store::{Decision, NewEvent};
+
+pub fn decision(d: &Decision) -> pb::Decision {
+    pb::Decision {
+        id: u64::try_from(d.id).unwrap_or_default(),
+        target: d.target.to_string(),
+        origin: d.origin.as_str().to_owned(),
+        reason: d.reason.clone(),
+        jail: d.jail.clone(),
+        expires_at_ms: d.expires_at.map_or(0, |t| t.timestamp_millis()),
+    }
+}
+
+/// The valid events and bans of a batch. An invalid entry is logged and left
+/// out, so one bad entry cannot make an agent resend its batch forever.
+pub fn batch(agent_id: &str, batch: pb::EventBatch) -> (Vec<NewEvent>, Vec<LocalBan>) {
+    let events = batch
+        .events
+        .into_iter()
+        .filter_map(|e| match event(agent_id, &e) {
+            Ok(ev) => Some(ev),
+            Err(reason) => {
+                warn!(agent = agent_id, event = %e.id, reason, "invalid event dropped");
+                None
+            }
+        })
+        .collect();
+    let bans = batch
+        .bans
+        .into_iter()
+        .filter_map(|b| match local_ban(agent_id, &b) {
+            Ok(ban) => Some(ban),
+            Err(reason) => {
+                warn!(agent = agent_id, ban = %b.id, reason, "invalid local ban dropped");
+                None
+            }
+        })
+        .collect();
+    (events, bans)
+}
+
+fn event(agent_id: &str, e: &pb::Event) -> Result<NewEvent, String> {
+    let ip = e.ip.parse().map_err(|_| format!("ip {:?}", e.ip))?;
+    Ok(NewEvent {
+        id: Uuid::parse_str(&e.id).map_err(|_| format!("id {:?}", e.id))?,
+        agent_id: agent_id.to_owned(),
+        jail: e.jail.clone(),
+        ip: fleetban_proto::convert::canonical_ip(ip),
+        user: (!e.user.is_empty()).then(|| e.user.clone()),
+        occurred_at: time_from_ms(e.time_ms).map_err(|err| err.to_string())?,
+    })
+}
+
+fn local_ban(agent_id: &str, b: &pb::LocalBan) -> Result<LocalBan, String> {
+    if b.duration_s <= 0 || b.duration_s > 100 * 365 * 86_400 {
+        return Err(format!("duration {} s", b.duration_s));
+    }
+    Ok(LocalBan {
+        agent_id: agent_id.to_owned(),
+        jail: b.jail.clone(),
+        target: parse_target(&b.target).map_err(|e| e.to_string())?,
+        at: time_from_ms(b.time_ms).map_err(|e| e.to_string())?,
+        duration: Duration::seconds(b.duration_s),
+        failures: b.failures,
+    })
+}

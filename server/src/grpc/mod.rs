@@ -1,0 +1,214 @@
+//! The agents' gRPC endpoint: one `Connect` stream per agent.
+
+mod convert;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetban_proto::pb::agent_message::Msg as AgentMsg;
+use fleetban_proto::pb::agent_service_server::AgentService;
+use fleetban_proto::pb::server_message::Msg as ServerMsg;
+use fleetban_proto::pb::{self, AgentMessage, ServerMessage};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::service::{Service, ServiceError};
+use crate::store::{AgentInfo, StoreError};
+
+pub use fleetban_proto::pb::agent_service_server::AgentServiceServer;
+
+/// Bans per snapshot message: keeps each message well under gRPC's 4 MiB.
+const SNAPSHOT_CHUNK: usize = 10_000;
+/// How long a new stream may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct AgentEndpoint {
+    service: Arc<Service>,
+    /// Cancelled when the server stops: every session ends.
+    stop: CancellationToken,
+}
+
+impl AgentEndpoint {
+    pub fn new(service: Arc<Service>, stop: CancellationToken) -> Self {
+        AgentEndpoint { service, stop }
+    }
+}
+
+type ServerStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentEndpoint {
+    type ConnectStream = ServerStream;
+
+    async fn connect(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<ServerStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))??;
+        let hello = match first {
+            Some(AgentMessage { msg: Some(AgentMsg::Hello(h)) }) => h,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        let agent = AgentInfo {
+            id: hello.agent_id,
+            hostname: hello.hostname,
+            version: hello.version,
+            jails: hello.jails,
+        };
+        self.service.agent_joined(&agent).await.map_err(status)?;
+        let (tx, rx) = mpsc::channel(64);
+        let span = tracing::info_span!("server.grpc.session", agent = %agent.id);
+        let session = Session { service: self.service.clone(), agent_id: agent.id, tx };
+        tokio::spawn(session.run(inbound, self.stop.clone()).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Maps a use-case error to the status an agent sees; internal details stay
+/// in the server's log.
+fn status(e: ServiceError) -> Status {
+    match e {
+        ServiceError::Invalid(m) => Status::invalid_argument(m),
+        e @ ServiceError::NotYourself { .. } => Status::permission_denied(e.to_string()),
+        ServiceError::Store(StoreError::UnknownAgent(a)) => Status::failed_precondition(format!("unknown agent {a:?}")),
+        ServiceError::Store(e) => {
+            warn!(error = %e, "store error");
+            Status::unavailable("the server cannot reach its database; retry later")
+        }
+    }
+}
+
+struct Session {
+    service: Arc<Service>,
+    agent_id: String,
+    tx: mpsc::Sender<Result<ServerMessage, Status>>,
+}
+
+/// The stream is gone (the agent left or the server is stopping).
+struct Closed;
+
+impl Session {
+    async fn run(self, mut inbound: Streaming<AgentMessage>, stop: CancellationToken) {
+        let metrics = self.service.metrics().clone();
+        metrics.agents_connected.inc();
+        info!("agent connected");
+        tokio::select! {
+            _ = self.serve(&mut inbound) => {}
+            () = stop.cancelled() => {
+                let _ = self.tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+            }
+        }
+        metrics.agents_connected.dec();
+        info!("agent disconnected");
+    }
+
+    async fn serve(&self, inbound: &mut Streaming<AgentMessage>) -> Result<(), Closed> {
+        let mut versions = self.service.subscribe();
+        self.send(ServerMsg::Welcome(pb::Welcome {
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            agent_id: self.agent_id.clone(),
+        }))
+        .await?;
+        let mut sent = self.send_snapshot().await?;
+        loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(m)) => self.handle(m).await?,
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        debug!(error = %e, "agent stream ended");
+                        return Ok(());
+                    }
+                },
+                changed = versions.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    sent = self.send_changes(sent).await?;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, msg: ServerMsg) -> Result<(), Closed> {
+        self.tx.send(Ok(ServerMessage { msg: Some(msg) })).await.map_err(|_| Closed)
+    }
+
+    async fn fail(&self, e: ServiceError) -> Closed {
+        let _ = self.tx.send(Err(status(e))).await;
+        Closed
+    }
+
+    async fn send_snapshot(&self) -> Result<u64, Closed> {
+        let snapshot = match self.service.snapshot().await {
+            Ok(s) => s,
+            Err(e) => return Err(self.fail(e).await),
+        };
+        let decisions: Vec<pb::Decision> = snapshot.bans.iter().map(convert::decision).collect();
+        let chunks: Vec<&[pb::Decision]> =
+            if decisions.is_empty() { vec![&[]] } else { decisions.chunks(SNAPSHOT_CHUNK).collect() };
+        let n = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.send(ServerMsg::Snapshot(pb::Snapshot {
+                version: snapshot.version,
+                decisions: chunk.to_vec(),
+                last: i + 1 == n,
+            }))
+            .await?;
+        }
+        self.service.metrics().snapshots_sent.inc();
+        debug!(version = snapshot.version, bans = decisions.len(), "snapshot sent");
+        Ok(snapshot.version)
+    }
+
+    async fn send_changes(&self, from: u64) -> Result<u64, Closed> {
+        let update = match self.service.changes_since(from).await {
+            Ok(u) => u,
+            Err(e) => return Err(self.fail(e).await),
+        };
+        if update.version == from {
+            return Ok(from);
+        }
+        self.send(ServerMsg::Delta(pb::Delta {
+            version: update.version,
+            added: update.added.iter().map(convert::decision).collect(),
+            removed: update.removed.iter().filter_map(|&id| u64::try_from(id).ok()).collect(),
+        }))
+        .await?;
+        self.service.metrics().deltas_sent.inc();
+        debug!(version = update.version, added = update.added.len(), removed = update.removed.len(), "delta sent");
+        Ok(update.version)
+    }
+
+    async fn handle(&self, msg: AgentMessage) -> Result<(), Closed> {
+        match msg.msg {
+            Some(AgentMsg::Events(batch)) => {
+                self.service.metrics().event_batches.inc();
+                let seq = batch.seq;
+                let (events, bans) = convert::batch(&self.agent_id, batch);
+                match self.service.report(&self.agent_id, &events, &bans).await {
+                    Ok(_) => self.send(ServerMsg::Ack(pb::Ack { seq })).await,
+                    Err(e) => Err(self.fail(e).await),
+                }
+            }
+            Some(AgentMsg::Applied(a)) => self.seen(Some(a.version)).await,
+            Some(AgentMsg::Heartbeat(_)) => self.seen(None).await,
+            Some(AgentMsg::Hello(_)) => {
+                Err(self.fail(ServiceError::Invalid("Hello may only be sent once per stream".into())).await)
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn seen(&self, applied: Option<u64>) -> Result<(), Closed> {
+        match self.service.agent_seen(&self.agent_id, applied).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e).await),
+        }
+    }
+}

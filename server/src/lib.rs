@@ -1,0 +1,71 @@
+//! fleetban's server: agents connect over gRPC and report what they see; the
+//! server correlates it into decisions, stores them and pushes the block
+//! list back to every agent. An HTTP port serves health and metrics.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::metrics::Metrics;
+use crate::service::{Service, SystemClock};
+use crate::store::{Store, StoreError};
+
+/// The server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gRPC endpoint failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP endpoint failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// The sockets the server answers on, bound by the caller (tests bind
+/// `127.0.0.1:0`).
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: TcpListener,
+}
+
+/// Serves until `shutdown` completes, then closes every agent stream.
+pub async fn run(
+    store: Arc<dyn Store>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let service = Arc::new(Service::new(store, Arc::new(SystemClock), metrics).await?);
+    let stop = CancellationToken::new();
+
+    let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(grpc::AgentServiceServer::new(grpc::AgentEndpoint::new(service.clone(), stop.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop.clone().cancelled_owned());
+    let http = axum::serve(listeners.http, http::router(service.clone()))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down");
+        trigger.cancel();
+    });
+    let (grpc, http) = tokio::join!(grpc, async { http.await.map_err(ServerError::Http) });
+    grpc?;
+    http?;
+    Ok(())
+}

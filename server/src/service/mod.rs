@@ -1,0 +1,177 @@
+//! The server's use cases, independent of gRPC and HTTP: agents join, report
+//! events and local bans, and receive the block list.
+
+mod blocklist;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use fleetban_policy::{ActiveBan, LocalBan};
+use tokio::sync::{watch, Mutex};
+use tracing::info;
+
+use crate::metrics::Metrics;
+use crate::store::{AgentInfo, Decision, NewEvent, Store, StoreError};
+
+pub use blocklist::{BlockListUpdate, Snapshot};
+
+/// A use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("agent {claimed:?} may only report for itself ({actual:?})")]
+    NotYourself { claimed: String, actual: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The source of time, so tests can set it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Shared by every connection of one server process.
+pub struct Service {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    /// The newest block-list version this process knows of; sessions wait on
+    /// it to push deltas.
+    version: watch::Sender<u64>,
+    /// Serialises correlation within this process, so two agents reporting
+    /// the same address at once make one decision.
+    correlate: Mutex<()>,
+}
+
+impl Service {
+    pub async fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        let current = store.block_list_version().await?;
+        let (version, _) = watch::channel(current);
+        Ok(Service { store, clock, metrics, version, correlate: Mutex::new(()) })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Notified whenever the block list changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub async fn agent_joined(&self, agent: &AgentInfo) -> Result<(), ServiceError> {
+        validate_agent_id(&agent.id)?;
+        self.store.upsert_agent(agent, self.clock.now()).await?;
+        Ok(())
+    }
+
+    pub async fn agent_seen(&self, agent_id: &str, applied_version: Option<u64>) -> Result<(), ServiceError> {
+        self.store.touch_agent(agent_id, self.clock.now(), applied_version).await?;
+        Ok(())
+    }
+
+    /// Stores a batch of events and correlates its local bans. Every event
+    /// and ban must come from `agent_id` itself.
+    pub async fn report(&self, agent_id: &str, events: &[NewEvent], bans: &[LocalBan]) -> Result<Vec<Decision>, ServiceError> {
+        for claimed in events.iter().map(|e| &e.agent_id).chain(bans.iter().map(|b| &b.agent_id)) {
+            if claimed != agent_id {
+                return Err(ServiceError::NotYourself { claimed: claimed.clone(), actual: agent_id.to_owned() });
+            }
+        }
+        let now = self.clock.now();
+        let stored = self.store.insert_events(events, now).await?;
+        self.metrics.events_stored.inc_by(stored);
+        let mut decided = Vec::new();
+        for ban in bans {
+            if let Some(d) = self.local_ban(ban).await? {
+                decided.push(d);
+            }
+        }
+        Ok(decided)
+    }
+
+    async fn local_ban(&self, ban: &LocalBan) -> Result<Option<Decision>, ServiceError> {
+        let _guard = self.correlate.lock().await;
+        let now = self.clock.now();
+        let active: Vec<ActiveBan> = self
+            .store
+            .active_bans_for(ban.target, now)
+            .await?
+            .into_iter()
+            .map(|d| ActiveBan { target: d.target, expires_at: d.expires_at })
+            .collect();
+        let Some(new) = fleetban_policy::on_local_ban(ban, &active, now) else {
+            return Ok(None);
+        };
+        let decision = self.store.record_decision(&new, now).await?;
+        info!(
+            decision = decision.id,
+            version = decision.version,
+            target = %decision.target,
+            origin = decision.origin.as_str(),
+            "decision recorded"
+        );
+        self.metrics.decisions.inc();
+        self.publish(decision.version);
+        Ok(Some(decision))
+    }
+
+    /// Ends a decision for the whole fleet.
+    pub async fn revoke(&self, id: i64, creator: &str, reason: &str) -> Result<Decision, ServiceError> {
+        let d = self.store.revoke_decision(id, creator, reason, self.clock.now()).await?;
+        self.publish(d.version);
+        Ok(d)
+    }
+
+    fn publish(&self, version: u64) {
+        self.version.send_if_modified(|v| {
+            let newer = version > *v;
+            if newer {
+                *v = version;
+            }
+            newer
+        });
+    }
+
+    /// The whole block list now.
+    pub async fn snapshot(&self) -> Result<Snapshot, ServiceError> {
+        // The version is read first: a decision recorded in between is both
+        // in the list and sent again as a delta, which agents apply as a no-op.
+        let version = self.store.block_list_version().await?;
+        let bans = self.store.active_bans(self.clock.now()).await?;
+        Ok(Snapshot { version, bans })
+    }
+
+    /// What changed after `version`.
+    pub async fn changes_since(&self, version: u64) -> Result<BlockListUpdate, ServiceError> {
+        let decisions = self.store.decisions_since(version).await?;
+        Ok(BlockListUpdate::from_decisions(version, &decisions, self.clock.now()))
+    }
+}
+
+fn validate_agent_id(id: &str) -> Result<(), ServiceError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "agent id {id:?}: expected 1 to 128 characters among letters, digits, '-', '_' and '.'"
+        )))
+    }
+}
