@@ -38,11 +38,34 @@ impl ConfigError {
 
     /// An error about one key, located by searching the file for it.
     pub fn key(path: &Path, source: &str, key: &str, message: impl Into<String>) -> Self {
+        Self::key_in_table(path, source, None, key, message)
+    }
+
+    /// An error about one key of the `nth` (0-based) `[[array]]` table,
+    /// e.g. the third `[[jail]]`; without a table, the first match in the file.
+    pub fn key_in_table(
+        path: &Path,
+        source: &str,
+        table: Option<(&str, usize)>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Self {
         let last = key.rsplit('.').next().unwrap_or(key);
+        let start = table.map_or(0, |(name, nth)| {
+            let header = format!("[[{name}]]");
+            source
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.trim() == header)
+                .nth(nth)
+                .map_or(0, |(i, _)| i)
+        });
         let line = source
             .lines()
-            .position(|l| l.split('=').next().is_some_and(|k| k.trim() == last))
-            .map_or(0, |i| i + 1);
+            .enumerate()
+            .skip(start)
+            .find(|(_, l)| l.split('=').next().is_some_and(|k| k.trim() == last))
+            .map_or(0, |(i, _)| i + 1);
         ConfigError { path: path.to_owned(), line, key: key.to_owned(), message: message.into() }
     }
 }
@@ -139,5 +162,8 @@ mod tests {
     fn key_errors_search_the_file() {
         let e = ConfigError::key(Path::new("a.toml"), "x = 1\n  findtime = \"1q\"\n", "jail.findtime", "bad");
         assert_eq!(e.to_string(), "a.toml:2: key `jail.findtime`: bad");
+        let src = "[[jail]]\nbantime = 1\n[[jail]]\nbantime = 2\n";
+        let e = ConfigError::key_in_table(Path::new("a.toml"), src, Some(("jail", 1)), "jail.bantime", "bad");
+        assert_eq!(e.line, 4);
     }
 }

@@ -1,0 +1,327 @@
+//! The agent's TOML configuration. Everything that can be checked at load is
+//! checked at load (regexes compiled, networks parsed, durations read), and
+//! every error names the file, the line and the key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleetban_engine::{Filter, JailSettings};
+use fleetban_proto::config::{self, ConfigError};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    #[serde(default)]
+    agent: AgentSection,
+    server: Option<ServerSection>,
+    #[serde(default)]
+    firewall: FirewallSection,
+    #[serde(default)]
+    jail: Vec<JailSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentSection {
+    /// How the server knows this host; default: the host name.
+    id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    /// The server's gRPC endpoint, `http://HOST:PORT`.
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FirewallSection {
+    #[serde(default = "default_backend")]
+    backend: String,
+    #[serde(default = "default_table")]
+    table: String,
+}
+
+impl Default for FirewallSection {
+    fn default() -> Self {
+        FirewallSection { backend: default_backend(), table: default_table() }
+    }
+}
+
+fn default_backend() -> String {
+    "nftables".into()
+}
+
+fn default_table() -> String {
+    "fleetban".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JailSection {
+    name: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    logpath: Vec<PathBuf>,
+    failregex: Vec<String>,
+    #[serde(default)]
+    ignoreregex: Vec<String>,
+    #[serde(default = "default_maxretry")]
+    maxretry: u32,
+    #[serde(default = "default_findtime")]
+    findtime: String,
+    #[serde(default = "default_bantime")]
+    bantime: String,
+    #[serde(default)]
+    ignoreip: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_maxretry() -> u32 {
+    5
+}
+
+fn default_findtime() -> String {
+    "10m".into()
+}
+
+fn default_bantime() -> String {
+    "10m".into()
+}
+
+/// Where the block list is enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirewallBackend {
+    /// nftables: a table of fleetban's own with timed sets.
+    Nftables { table: String },
+    /// Dry run: every change is logged, nothing is enforced.
+    Log,
+}
+
+/// One jail, ready to run.
+#[derive(Debug, Clone)]
+pub struct JailConfig {
+    pub settings: JailSettings,
+    pub logpaths: Vec<PathBuf>,
+    pub filter: Filter,
+}
+
+/// The agent's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub agent_id: String,
+    /// `None`: standalone, no server.
+    pub server_url: Option<String>,
+    pub firewall: FirewallBackend,
+    pub jails: Vec<JailConfig>,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let (file, source): (AgentFile, String) = config::load(path)?;
+        Self::check(path, &source, file)
+    }
+
+    pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
+        let file: AgentFile = config::parse(path, source)?;
+        Self::check(path, source, file)
+    }
+
+    fn check(path: &Path, source: &str, file: AgentFile) -> Result<Self, ConfigError> {
+        let err = |key: &str, msg: String| ConfigError::key(path, source, key, msg);
+        let agent_id = match file.agent.id {
+            Some(id) => id,
+            None => hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .map_err(|e| err("agent.id", format!("not set, and the host name is unknown: {e}")))?,
+        };
+        if !valid_id(&agent_id) {
+            return Err(err(
+                "agent.id",
+                format!("{agent_id:?}: expected 1 to 128 characters among letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        let server_url = match file.server {
+            Some(s) => {
+                if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+                    return Err(err("server.url", format!("{:?}: expected http://HOST:PORT", s.url)));
+                }
+                Some(s.url)
+            }
+            None => None,
+        };
+        let firewall = match file.firewall.backend.as_str() {
+            "nftables" => {
+                let t = &file.firewall.table;
+                if t.is_empty() || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(err("firewall.table", format!("{t:?}: expected up to 32 letters, digits or '_'")));
+                }
+                FirewallBackend::Nftables { table: t.clone() }
+            }
+            "log" => FirewallBackend::Log,
+            other => {
+                return Err(err("firewall.backend", format!("{other:?}: expected \"nftables\" or \"log\"")));
+            }
+        };
+        let mut jails = Vec::new();
+        for (nth, j) in file.jail.into_iter().enumerate() {
+            if !j.enabled {
+                continue;
+            }
+            let err = |key: &str, msg: String| ConfigError::key_in_table(path, source, Some(("jail", nth)), key, msg);
+            let in_jail = |msg: String| format!("jail {:?}: {msg}", j.name);
+            if j.name.is_empty() || jails.iter().any(|k: &JailConfig| k.settings.name == j.name) {
+                return Err(err("jail.name", in_jail("empty or used twice".into())));
+            }
+            if j.logpath.is_empty() {
+                return Err(err("jail.logpath", in_jail("needs at least one log path".into())));
+            }
+            let filter = Filter::new(&j.failregex, &j.ignoreregex)
+                .map_err(|e| err("jail.failregex", in_jail(e.to_string())))?;
+            let findtime = duration(&j.findtime).map_err(|e| err("jail.findtime", in_jail(e)))?;
+            let bantime = duration(&j.bantime).map_err(|e| err("jail.bantime", in_jail(e)))?;
+            if bantime.is_zero() {
+                return Err(err("jail.bantime", in_jail("must be longer than 0 s".into())));
+            }
+            let ignoreip = j
+                .ignoreip
+                .iter()
+                .map(|s| fleetban_proto::parse_target(s).map_err(|e| err("jail.ignoreip", in_jail(e.to_string()))))
+                .collect::<Result<Vec<IpNet>, _>>()?;
+            jails.push(JailConfig {
+                settings: JailSettings {
+                    name: j.name,
+                    maxretry: j.maxretry.max(1),
+                    findtime_ms: millis(findtime),
+                    bantime_ms: millis(bantime),
+                    ignoreip,
+                },
+                logpaths: j.logpath,
+                filter,
+            });
+        }
+        Ok(AgentConfig { agent_id, server_url, firewall, jails })
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A duration as fail2ban writes it: seconds (`600`) or with units (`10m`,
+/// `1h 30m`, `2d`, `1w`).
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let d = humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?} ({e}); examples: 600, 10m, 1h, 2d"))?;
+    if d > Duration::from_secs(100 * 365 * 86_400) {
+        return Err(format!("duration {s:?} is longer than 100 years"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[agent]
+id = "web-1"
+
+[server]
+url = "http://127.0.0.1:50051"
+
+[firewall]
+backend = "log"
+
+[[jail]]
+name = "sshd"
+logpath = ["/var/log/auth.log"]
+failregex = ['Failed password for \S+ from <HOST>']
+maxretry = 3
+findtime = "10m"
+bantime = "1h"
+ignoreip = ["127.0.0.1/8", "::1"]
+
+[[jail]]
+name = "off"
+enabled = false
+logpath = ["/x"]
+failregex = ["<HOST>"]
+"#;
+
+    fn parse(src: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(Path::new("agent.toml"), src)
+    }
+
+    #[test]
+    fn a_good_config_loads() {
+        let c = parse(GOOD).expect("loads");
+        assert_eq!(c.agent_id, "web-1");
+        assert_eq!(c.server_url.as_deref(), Some("http://127.0.0.1:50051"));
+        assert_eq!(c.firewall, FirewallBackend::Log);
+        assert_eq!(c.jails.len(), 1);
+        let s = &c.jails[0].settings;
+        assert_eq!((s.maxretry, s.findtime_ms, s.bantime_ms), (3, 600_000, 3_600_000));
+        assert_eq!(s.ignoreip.len(), 2);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse("[agent]\nid = \"h\"\n[[jail]]\nname = \"j\"\nlogpath = [\"/l\"]\nfailregex = [\"<HOST>\"]\n")
+            .expect("loads");
+        assert_eq!(c.server_url, None);
+        assert_eq!(c.firewall, FirewallBackend::Nftables { table: "fleetban".into() });
+        let s = &c.jails[0].settings;
+        assert_eq!((s.maxretry, s.findtime_ms, s.bantime_ms), (5, 600_000, 600_000));
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let e = parse(&GOOD.replace("maxretry = 3", "maxretry = 3\nmaxretries = 4")).expect_err("unknown key");
+        assert_eq!(e.key, "jail.maxretries");
+        assert_eq!(e.line, 16);
+        let e = parse(&GOOD.replace("bantime = \"1h\"", "bantime = \"1 fortnight\"")).expect_err("bad duration");
+        assert_eq!((e.key.as_str(), e.line), ("jail.bantime", 17));
+        assert!(e.message.contains("invalid duration"), "{e}");
+        let e = parse(&GOOD.replace("<HOST>']", "<HOST>(']")).expect_err("bad regex");
+        assert_eq!((e.key.as_str(), e.line), ("jail.failregex", 14));
+        let e = parse(&GOOD.replace("\"::1\"", "\"::1/200\"")).expect_err("bad ignoreip");
+        assert_eq!(e.key, "jail.ignoreip");
+        let e = parse(&GOOD.replace("backend = \"log\"", "backend = \"pf\"")).expect_err("bad backend");
+        assert_eq!((e.key.as_str(), e.line), ("firewall.backend", 9));
+        let e = parse(&GOOD.replace("http://127", "grpc://127")).expect_err("bad url");
+        assert_eq!(e.key, "server.url");
+        let e = parse(&GOOD.replace("id = \"web-1\"", "id = \"web 1\"")).expect_err("bad id");
+        assert_eq!(e.key, "agent.id");
+        let e = parse(&GOOD.replace("maxretry = 3", "maxretry = \"three\"")).expect_err("bad type");
+        assert_eq!((e.key.as_str(), e.line), ("jail.maxretry", 15));
+        // An error in the second jail points into the second jail.
+        let two = format!("{GOOD}\n[[jail]]\nname = \"b\"\nlogpath = [\"/y\"]\nfailregex = [\"<HOST>\"]\nbantime = \"x\"\n");
+        let e = parse(&two).expect_err("bad second jail");
+        assert_eq!((e.key.as_str(), e.line), ("jail.bantime", 30));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(duration("soon").is_err());
+        assert!(duration("-5").is_err());
+        assert!(duration("1000y").is_err());
+    }
+}

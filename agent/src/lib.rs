@@ -1,0 +1,192 @@
+//! fleetban's agent: follows logs, detects attacks with jails, bans locally
+//! at once, reports to the server and enforces the fleet's block list.
+
+#![forbid(unsafe_code)]
+
+pub mod blocklist;
+pub mod config;
+pub mod detect;
+pub mod enforce;
+pub mod firewall;
+pub mod link;
+pub mod source;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use fleetban_proto::pb;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::AgentConfig;
+use crate::detect::{Detection, Detector};
+use crate::enforce::{EnforceCmd, Enforcer};
+use crate::firewall::{Firewall, FirewallError};
+use crate::link::{Link, Report};
+use crate::source::{FileFollower, Line};
+
+/// The agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("jail {jail}: {source}")]
+    Source {
+        jail: String,
+        #[source]
+        source: source::file::SourceError,
+    },
+    #[error("firewall ({backend}) unusable: {source}")]
+    Firewall {
+        backend: &'static str,
+        #[source]
+        source: FirewallError,
+    },
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(
+    config: AgentConfig,
+    firewall: Box<dyn Firewall>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    // Every log path, once, with the jails that read it.
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut routes: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<PathBuf, usize> = HashMap::new();
+    let mut followers = Vec::new();
+    for (j, jail) in config.jails.iter().enumerate() {
+        for path in &jail.logpaths {
+            let source = match index.get(path) {
+                Some(&s) => s,
+                None => {
+                    let s = paths.len();
+                    let follower = FileFollower::open_at_end(path.clone(), s)
+                        .map_err(|source| AgentError::Source { jail: jail.settings.name.clone(), source })?;
+                    followers.push(follower);
+                    paths.push(path.clone());
+                    routes.push(Vec::new());
+                    index.insert(path.clone(), s);
+                    s
+                }
+            };
+            routes[source].push(j);
+        }
+    }
+
+    let backend = firewall.name();
+    let enforcer = Enforcer::start(firewall).await.map_err(|source| AgentError::Firewall { backend, source })?;
+    let stop = CancellationToken::new();
+    let (enforce_tx, enforce_rx) = mpsc::channel(1024);
+    let (applied_tx, applied_rx) = watch::channel(0);
+    let enforcer = tokio::spawn(enforcer.run(enforce_rx, applied_tx, stop.clone()));
+
+    let (report_tx, report_rx) = mpsc::channel(10_000);
+    let link = config.server_url.clone().map(|url| {
+        let link = Link {
+            url,
+            hello: pb::Hello {
+                agent_id: config.agent_id.clone(),
+                hostname: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                jails: config.jails.iter().map(|j| j.settings.name.clone()).collect(),
+                last_applied_version: 0,
+            },
+            reports: report_rx,
+            enforce: enforce_tx.clone(),
+            applied: applied_rx,
+        };
+        tokio::spawn(link.run(stop.clone()))
+    });
+    let reports = link.is_some().then_some(report_tx);
+
+    let stop_sources = Arc::new(AtomicBool::new(false));
+    let (line_tx, mut line_rx) = mpsc::channel::<Line>(4096);
+    let threads: Vec<_> = followers.into_iter().map(|f| f.spawn(line_tx.clone(), stop_sources.clone())).collect();
+    drop(line_tx);
+
+    info!(
+        agent = %config.agent_id,
+        jails = config.jails.len(),
+        logs = paths.len(),
+        firewall = backend,
+        server = config.server_url.as_deref().unwrap_or("none (standalone)"),
+        "agent running"
+    );
+
+    let mut detector = Detector::new(&config.jails, routes);
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            line = line_rx.recv() => {
+                let Some(line) = line else { break };
+                let now = Utc::now().timestamp_millis();
+                for d in detector.on_line(&line, now) {
+                    handle(d, &enforce_tx, reports.as_ref()).await;
+                }
+            }
+            _ = housekeeping.tick() => detector.expire(Utc::now().timestamp_millis()),
+            () = &mut shutdown => break,
+        }
+    }
+    info!("agent stopping");
+    stop_sources.store(true, Ordering::Relaxed);
+    stop.cancel();
+    drop(line_rx);
+    for t in threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    let _ = enforcer.await;
+    if let Some(l) = link {
+        let _ = l.await;
+    }
+    Ok(())
+}
+
+async fn handle(d: Detection, enforce: &mpsc::Sender<EnforceCmd>, reports: Option<&mpsc::Sender<Report>>) {
+    match d {
+        Detection::Failure { jail, ip, user, at_ms } => {
+            tracing::debug!(%jail, %ip, "failure");
+            if let Some(r) = reports {
+                let event = pb::Event {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    jail,
+                    ip: ip.to_string(),
+                    time_ms: at_ms,
+                    user: user.unwrap_or_default(),
+                };
+                send_report(r, Report::Event(event)).await;
+            }
+        }
+        Detection::Ban(ban) => {
+            let target = ipnet::IpNet::from(ban.ip);
+            info!(jail = %ban.jail, ip = %ban.ip, failures = ban.failures, bantime_s = ban.duration_ms / 1000, "ban");
+            let until_ms = ban.at_ms.saturating_add(ban.duration_ms);
+            if enforce.send(EnforceCmd::LocalBan { target, until_ms }).await.is_err() {
+                warn!("enforcer gone; ban not applied");
+            }
+            if let Some(r) = reports {
+                let local = pb::LocalBan {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    jail: ban.jail,
+                    target: target.to_string(),
+                    time_ms: ban.at_ms,
+                    duration_s: (ban.duration_ms / 1000).max(1),
+                    failures: u64::from(ban.failures),
+                };
+                send_report(r, Report::Ban(local)).await;
+            }
+        }
+    }
+}
+
+async fn send_report(reports: &mpsc::Sender<Report>, r: Report) {
+    if reports.send(r).await.is_err() {
+        warn!("server link gone; report dropped");
+    }
+}
