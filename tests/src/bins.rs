@@ -14,6 +14,7 @@ const WORKSPACE_BINS: &[&str] = &["fleetban-server", "fleetban-agent"];
 /// `fleetban-agent` (built on the first call), or this package's own
 /// `fleetban-netcheck` (which cargo builds for the integration tests).
 /// Panics with cargo's output if the build fails, or if the binary is missing.
+#[track_caller]
 pub fn bin(name: &str) -> PathBuf {
     static BUILD: OnceLock<Result<(), String>> = OnceLock::new();
     let dir = profile_dir();
@@ -74,11 +75,20 @@ fn build(profile_dir: &Path) -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run cargo to build the fleetban binaries: {e}"))?;
     if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Keep the diagnostics, not the progress lines.
+        let diagnostics: Vec<&str> = stderr
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                !(l.starts_with("Compiling ") || l.starts_with("Checking "))
+            })
+            .collect();
         return Err(format!(
             "`cargo build` of the fleetban binaries failed ({}):\n{}{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            diagnostics.join("\n")
         ));
     }
     Ok(())
