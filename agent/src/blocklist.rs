@@ -47,7 +47,10 @@ impl BlockList {
 
     /// Replaces the fleet's part with a snapshot.
     pub fn replace_fleet(&mut self, version: u64, entries: &[BlockEntry]) {
-        self.fleet = entries.iter().map(|e| (e.id, (e.target, expiry(e)))).collect();
+        self.fleet = entries
+            .iter()
+            .map(|e| (e.id, (e.target, expiry(e))))
+            .collect();
         self.fleet_version = version;
     }
 
@@ -74,7 +77,8 @@ impl BlockList {
     /// Forgets entries that expired.
     pub fn expire(&mut self, now_ms: i64) {
         self.local.retain(|_, &mut until| until > now_ms);
-        self.fleet.retain(|_, (_, until)| until.is_none_or(|u| u > now_ms));
+        self.fleet
+            .retain(|_, (_, until)| until.is_none_or(|u| u > now_ms));
     }
 
     /// One entry per target, the longest expiry winning; expired entries and
@@ -89,7 +93,9 @@ impl BlockList {
             .chain(self.fleet.values().copied())
             .filter(|(_, u)| u.is_none_or(|u| u > now_ms));
         for (target, until) in live {
-            all.entry(target).and_modify(|e| *e = later(*e, until)).or_insert(until);
+            all.entry(target)
+                .and_modify(|e| *e = later(*e, until))
+                .or_insert(until);
         }
         drop_covered(all)
     }
@@ -182,7 +188,13 @@ mod tests {
     fn local_and_fleet_fold_into_one_entry_per_target() {
         let mut b = BlockList::default();
         b.add_local(net("192.0.2.1"), 5_000);
-        b.replace_fleet(3, &[entry(1, "192.0.2.1", Some(9_000)), entry(2, "2001:db8::1", None)]);
+        b.replace_fleet(
+            3,
+            &[
+                entry(1, "192.0.2.1", Some(9_000)),
+                entry(2, "2001:db8::1", None),
+            ],
+        );
         let d = b.desired(0);
         assert_eq!(d.get(&net("192.0.2.1")), Some(&Some(9_000)));
         assert_eq!(d.get(&net("2001:db8::1")), Some(&None));
@@ -203,7 +215,13 @@ mod tests {
         let mut b = BlockList::default();
         b.replace_fleet(
             1,
-            &[entry(1, "192.0.2.0/24", None), entry(2, "192.0.2.9", None), entry(3, "192.0.3.1", None), entry(4, "::/0", None), entry(5, "2001:db8::1", None)],
+            &[
+                entry(1, "192.0.2.0/24", None),
+                entry(2, "192.0.2.9", None),
+                entry(3, "192.0.3.1", None),
+                entry(4, "::/0", None),
+                entry(5, "2001:db8::1", None),
+            ],
         );
         let d: Vec<String> = b.desired(0).keys().map(ToString::to_string).collect();
         assert_eq!(d, vec!["192.0.2.0/24", "192.0.3.1/32", "::/0"]);
@@ -211,14 +229,25 @@ mod tests {
 
     #[test]
     fn diff_adds_removes_and_refreshes() {
-        let applied: Enforced = [(net("192.0.2.1"), Some(10_000)), (net("192.0.2.2"), Some(10_000)), (net("192.0.2.3"), Some(500))]
-            .into_iter()
-            .collect();
-        let desired: Enforced = [(net("192.0.2.1"), Some(10_400)), (net("192.0.2.2"), Some(20_000)), (net("192.0.2.4"), None)]
-            .into_iter()
-            .collect();
+        let applied: Enforced = [
+            (net("192.0.2.1"), Some(10_000)),
+            (net("192.0.2.2"), Some(10_000)),
+            (net("192.0.2.3"), Some(500)),
+        ]
+        .into_iter()
+        .collect();
+        let desired: Enforced = [
+            (net("192.0.2.1"), Some(10_400)),
+            (net("192.0.2.2"), Some(20_000)),
+            (net("192.0.2.4"), None),
+        ]
+        .into_iter()
+        .collect();
         let c = diff(&applied, &desired, 1_000);
-        assert_eq!(c.add, vec![(net("192.0.2.2"), Some(19_000)), (net("192.0.2.4"), None)]);
+        assert_eq!(
+            c.add,
+            vec![(net("192.0.2.2"), Some(19_000)), (net("192.0.2.4"), None)]
+        );
         // .2 is refreshed (removed, then added); .3 already expired in the kernel.
         assert_eq!(c.remove, vec![net("192.0.2.2")]);
         assert!(diff(&desired, &desired, 1_000).is_empty());

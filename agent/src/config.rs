@@ -47,7 +47,10 @@ struct FirewallSection {
 
 impl Default for FirewallSection {
     fn default() -> Self {
-        FirewallSection { backend: default_backend(), table: default_table() }
+        FirewallSection {
+            backend: default_backend(),
+            table: default_table(),
+        }
     }
 }
 
@@ -139,7 +142,12 @@ impl AgentConfig {
             Some(id) => id,
             None => hostname::get()
                 .map(|h| h.to_string_lossy().into_owned())
-                .map_err(|e| err("agent.id", format!("not set, and the host name is unknown: {e}")))?,
+                .map_err(|e| {
+                    err(
+                        "agent.id",
+                        format!("not set, and the host name is unknown: {e}"),
+                    )
+                })?,
         };
         if !valid_id(&agent_id) {
             return Err(err(
@@ -150,7 +158,10 @@ impl AgentConfig {
         let server_url = match file.server {
             Some(s) => {
                 if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
-                    return Err(err("server.url", format!("{:?}: expected http://HOST:PORT", s.url)));
+                    return Err(err(
+                        "server.url",
+                        format!("{:?}: expected http://HOST:PORT", s.url),
+                    ));
                 }
                 Some(s.url)
             }
@@ -159,14 +170,23 @@ impl AgentConfig {
         let firewall = match file.firewall.backend.as_str() {
             "nftables" => {
                 let t = &file.firewall.table;
-                if t.is_empty() || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(err("firewall.table", format!("{t:?}: expected up to 32 letters, digits or '_'")));
+                if t.is_empty()
+                    || t.len() > 32
+                    || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return Err(err(
+                        "firewall.table",
+                        format!("{t:?}: expected up to 32 letters, digits or '_'"),
+                    ));
                 }
                 FirewallBackend::Nftables { table: t.clone() }
             }
             "log" => FirewallBackend::Log,
             other => {
-                return Err(err("firewall.backend", format!("{other:?}: expected \"nftables\" or \"log\"")));
+                return Err(err(
+                    "firewall.backend",
+                    format!("{other:?}: expected \"nftables\" or \"log\""),
+                ));
             }
         };
         let mut jails = Vec::new();
@@ -174,25 +194,36 @@ impl AgentConfig {
             if !j.enabled {
                 continue;
             }
-            let err = |key: &str, msg: String| ConfigError::key_in_table(path, source, Some(("jail", nth)), key, msg);
+            let err = |key: &str, msg: String| {
+                ConfigError::key_in_table(path, source, Some(("jail", nth)), key, msg)
+            };
             let in_jail = |msg: String| format!("jail {:?}: {msg}", j.name);
             if j.name.is_empty() || jails.iter().any(|k: &JailConfig| k.settings.name == j.name) {
                 return Err(err("jail.name", in_jail("empty or used twice".into())));
             }
             if j.logpath.is_empty() {
-                return Err(err("jail.logpath", in_jail("needs at least one log path".into())));
+                return Err(err(
+                    "jail.logpath",
+                    in_jail("needs at least one log path".into()),
+                ));
             }
             let filter = Filter::new(&j.failregex, &j.ignoreregex)
                 .map_err(|e| err("jail.failregex", in_jail(e.to_string())))?;
             let findtime = duration(&j.findtime).map_err(|e| err("jail.findtime", in_jail(e)))?;
             let bantime = duration(&j.bantime).map_err(|e| err("jail.bantime", in_jail(e)))?;
             if bantime.is_zero() {
-                return Err(err("jail.bantime", in_jail("must be longer than 0 s".into())));
+                return Err(err(
+                    "jail.bantime",
+                    in_jail("must be longer than 0 s".into()),
+                ));
             }
             let ignoreip = j
                 .ignoreip
                 .iter()
-                .map(|s| fleetban_proto::parse_target(s).map_err(|e| err("jail.ignoreip", in_jail(e.to_string()))))
+                .map(|s| {
+                    fleetban_proto::parse_target(s)
+                        .map_err(|e| err("jail.ignoreip", in_jail(e.to_string())))
+                })
                 .collect::<Result<Vec<IpNet>, _>>()?;
             jails.push(JailConfig {
                 settings: JailSettings {
@@ -206,12 +237,21 @@ impl AgentConfig {
                 filter,
             });
         }
-        Ok(AgentConfig { agent_id, server_url, firewall, jails })
+        Ok(AgentConfig {
+            agent_id,
+            server_url,
+            firewall,
+            jails,
+        })
     }
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn millis(d: Duration) -> i64 {
@@ -225,7 +265,8 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    let d = humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?} ({e}); examples: 600, 10m, 1h, 2d"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?} ({e}); examples: 600, 10m, 1h, 2d"))?;
     if d > Duration::from_secs(100 * 365 * 86_400) {
         return Err(format!("duration {s:?} is longer than 100 years"));
     }
@@ -274,7 +315,10 @@ failregex = ["<HOST>"]
         assert_eq!(c.firewall, FirewallBackend::Log);
         assert_eq!(c.jails.len(), 1);
         let s = &c.jails[0].settings;
-        assert_eq!((s.maxretry, s.findtime_ms, s.bantime_ms), (3, 600_000, 3_600_000));
+        assert_eq!(
+            (s.maxretry, s.findtime_ms, s.bantime_ms),
+            (3, 600_000, 3_600_000)
+        );
         assert_eq!(s.ignoreip.len(), 2);
     }
 
@@ -283,24 +327,35 @@ failregex = ["<HOST>"]
         let c = parse("[agent]\nid = \"h\"\n[[jail]]\nname = \"j\"\nlogpath = [\"/l\"]\nfailregex = [\"<HOST>\"]\n")
             .expect("loads");
         assert_eq!(c.server_url, None);
-        assert_eq!(c.firewall, FirewallBackend::Nftables { table: "fleetban".into() });
+        assert_eq!(
+            c.firewall,
+            FirewallBackend::Nftables {
+                table: "fleetban".into()
+            }
+        );
         let s = &c.jails[0].settings;
-        assert_eq!((s.maxretry, s.findtime_ms, s.bantime_ms), (5, 600_000, 600_000));
+        assert_eq!(
+            (s.maxretry, s.findtime_ms, s.bantime_ms),
+            (5, 600_000, 600_000)
+        );
     }
 
     #[test]
     fn errors_name_line_and_key() {
-        let e = parse(&GOOD.replace("maxretry = 3", "maxretry = 3\nmaxretries = 4")).expect_err("unknown key");
+        let e = parse(&GOOD.replace("maxretry = 3", "maxretry = 3\nmaxretries = 4"))
+            .expect_err("unknown key");
         assert_eq!(e.key, "jail.maxretries");
         assert_eq!(e.line, 16);
-        let e = parse(&GOOD.replace("bantime = \"1h\"", "bantime = \"1 fortnight\"")).expect_err("bad duration");
+        let e = parse(&GOOD.replace("bantime = \"1h\"", "bantime = \"1 fortnight\""))
+            .expect_err("bad duration");
         assert_eq!((e.key.as_str(), e.line), ("jail.bantime", 17));
         assert!(e.message.contains("invalid duration"), "{e}");
         let e = parse(&GOOD.replace("<HOST>']", "<HOST>(']")).expect_err("bad regex");
         assert_eq!((e.key.as_str(), e.line), ("jail.failregex", 14));
         let e = parse(&GOOD.replace("\"::1\"", "\"::1/200\"")).expect_err("bad ignoreip");
         assert_eq!(e.key, "jail.ignoreip");
-        let e = parse(&GOOD.replace("backend = \"log\"", "backend = \"pf\"")).expect_err("bad backend");
+        let e =
+            parse(&GOOD.replace("backend = \"log\"", "backend = \"pf\"")).expect_err("bad backend");
         assert_eq!((e.key.as_str(), e.line), ("firewall.backend", 9));
         let e = parse(&GOOD.replace("http://127", "grpc://127")).expect_err("bad url");
         assert_eq!(e.key, "server.url");

@@ -11,7 +11,12 @@ use crate::source::Line;
 /// What one line led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detection {
-    Failure { jail: String, ip: IpAddr, user: Option<String>, at_ms: i64 },
+    Failure {
+        jail: String,
+        ip: IpAddr,
+        user: Option<String>,
+        at_ms: i64,
+    },
     Ban(Ban),
 }
 
@@ -26,17 +31,26 @@ impl Detector {
     /// follow that source.
     pub fn new(jails: &[JailConfig], routes: Vec<Vec<usize>>) -> Self {
         Detector {
-            jails: jails.iter().map(|j| (Jail::new(j.settings.clone()), j.filter.clone())).collect(),
+            jails: jails
+                .iter()
+                .map(|j| (Jail::new(j.settings.clone()), j.filter.clone()))
+                .collect(),
             routes,
         }
     }
 
     pub fn on_line(&mut self, line: &Line, now_ms: i64) -> Vec<Detection> {
         let mut out = Vec::new();
-        let Some(jails) = self.routes.get(line.source) else { return out };
+        let Some(jails) = self.routes.get(line.source) else {
+            return out;
+        };
         for &j in jails {
-            let Some((jail, filter)) = self.jails.get_mut(j) else { continue };
-            let Some(failure) = filter.check(&line.text) else { continue };
+            let Some((jail, filter)) = self.jails.get_mut(j) else {
+                continue;
+            };
+            let Some(failure) = filter.check(&line.text) else {
+                continue;
+            };
             if jail.ignores(failure.ip) {
                 continue;
             }
@@ -89,13 +103,25 @@ failregex = ['<HOST> .*" 401 ']
         )
         .expect("config");
         let mut d = Detector::new(&cfg.jails, vec![vec![0], vec![1]]);
-        let line = |source, text: &str| Line { source, text: text.into() };
+        let line = |source, text: &str| Line {
+            source,
+            text: text.into(),
+        };
         let ssh = "sshd[1]: Failed password for root from 192.0.2.4 port 22";
         assert_eq!(d.on_line(&line(1, ssh), 0), vec![]);
         assert_eq!(d.on_line(&line(0, ssh), 0).len(), 1);
         let out = d.on_line(&line(0, ssh), 1);
-        assert!(matches!(&out[1], Detection::Ban(b) if b.failures == 2 && b.jail == "sshd"), "{out:?}");
-        assert_eq!(d.on_line(&line(0, "sshd[1]: Failed password for x from 10.1.1.1 port 2"), 2), vec![]);
+        assert!(
+            matches!(&out[1], Detection::Ban(b) if b.failures == 2 && b.jail == "sshd"),
+            "{out:?}"
+        );
+        assert_eq!(
+            d.on_line(
+                &line(0, "sshd[1]: Failed password for x from 10.1.1.1 port 2"),
+                2
+            ),
+            vec![]
+        );
         assert_eq!(d.on_line(&line(7, ssh), 2), vec![]);
     }
 }

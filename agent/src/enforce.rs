@@ -17,8 +17,15 @@ use crate::firewall::{Entry, Firewall, FirewallError};
 pub enum EnforceCmd {
     /// One of this agent's jails banned `target` until `until_ms`.
     LocalBan { target: IpNet, until_ms: i64 },
-    Snapshot { version: u64, entries: Vec<BlockEntry> },
-    Delta { version: u64, added: Vec<BlockEntry>, removed: Vec<u64> },
+    Snapshot {
+        version: u64,
+        entries: Vec<BlockEntry>,
+    },
+    Delta {
+        version: u64,
+        added: Vec<BlockEntry>,
+        removed: Vec<u64>,
+    },
 }
 
 pub struct Enforcer {
@@ -45,11 +52,20 @@ impl Enforcer {
     pub async fn start(mut firewall: Box<dyn Firewall>) -> Result<Self, FirewallError> {
         firewall.sync(&[]).await?;
         info!(backend = firewall.name(), "firewall ready");
-        Ok(Enforcer { list: BlockList::default(), applied: Enforced::new(), firewall })
+        Ok(Enforcer {
+            list: BlockList::default(),
+            applied: Enforced::new(),
+            firewall,
+        })
     }
 
     /// Applies commands until `stop`; publishes the fleet version enforced.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<EnforceCmd>, applied: watch::Sender<u64>, stop: CancellationToken) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<EnforceCmd>,
+        applied: watch::Sender<u64>,
+        stop: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -88,9 +104,14 @@ impl Enforcer {
                 self.list.replace_fleet(version, &entries);
                 Some(version)
             }
-            EnforceCmd::Delta { version, added, removed } => {
-                self.list.apply_delta(version, &added, &removed).then_some(version)
-            }
+            EnforceCmd::Delta {
+                version,
+                added,
+                removed,
+            } => self
+                .list
+                .apply_delta(version, &added, &removed)
+                .then_some(version),
         }
     }
 
@@ -138,12 +159,17 @@ mod tests {
 
     #[tokio::test]
     async fn commands_reach_the_firewall_and_versions_are_published() {
-        let mut e = Enforcer::start(Box::new(LogFirewall::default())).await.expect("start");
+        let mut e = Enforcer::start(Box::new(LogFirewall::default()))
+            .await
+            .expect("start");
         let (tx, rx) = mpsc::channel(8);
         let (applied_tx, mut applied_rx) = watch::channel(0);
         let stop = CancellationToken::new();
         let target: IpNet = "192.0.2.1/32".parse().expect("net");
-        e.command(EnforceCmd::LocalBan { target, until_ms: now_ms() + 60_000 });
+        e.command(EnforceCmd::LocalBan {
+            target,
+            until_ms: now_ms() + 60_000,
+        });
         assert!(e.reconcile().await);
         assert_eq!(e.firewall.list().await.expect("list"), vec![target]);
 
@@ -156,10 +182,21 @@ mod tests {
             jail: "sshd".into(),
             expires_at: None,
         };
-        tx.send(EnforceCmd::Snapshot { version: 7, entries: vec![fleet] }).await.expect("send");
+        tx.send(EnforceCmd::Snapshot {
+            version: 7,
+            entries: vec![fleet],
+        })
+        .await
+        .expect("send");
         applied_rx.changed().await.expect("applied");
         assert_eq!(*applied_rx.borrow(), 7);
-        tx.send(EnforceCmd::Delta { version: 8, added: vec![], removed: vec![4] }).await.expect("send");
+        tx.send(EnforceCmd::Delta {
+            version: 8,
+            added: vec![],
+            removed: vec![4],
+        })
+        .await
+        .expect("send");
         applied_rx.changed().await.expect("applied");
         assert_eq!(*applied_rx.borrow(), 8);
         stop.cancel();

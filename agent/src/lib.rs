@@ -65,8 +65,13 @@ pub async fn run(
                 Some(&s) => s,
                 None => {
                     let s = paths.len();
-                    let follower = FileFollower::open_at_end(path.clone(), s)
-                        .map_err(|source| AgentError::Source { jail: jail.settings.name.clone(), source })?;
+                    let follower =
+                        FileFollower::open_at_end(path.clone(), s).map_err(|source| {
+                            AgentError::Source {
+                                jail: jail.settings.name.clone(),
+                                source,
+                            }
+                        })?;
                     followers.push(follower);
                     paths.push(path.clone());
                     routes.push(Vec::new());
@@ -79,7 +84,9 @@ pub async fn run(
     }
 
     let backend = firewall.name();
-    let enforcer = Enforcer::start(firewall).await.map_err(|source| AgentError::Firewall { backend, source })?;
+    let enforcer = Enforcer::start(firewall)
+        .await
+        .map_err(|source| AgentError::Firewall { backend, source })?;
     let stop = CancellationToken::new();
     let (enforce_tx, enforce_rx) = mpsc::channel(1024);
     let (applied_tx, applied_rx) = watch::channel(0);
@@ -91,9 +98,15 @@ pub async fn run(
             url,
             hello: pb::Hello {
                 agent_id: config.agent_id.clone(),
-                hostname: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+                hostname: hostname::get()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
-                jails: config.jails.iter().map(|j| j.settings.name.clone()).collect(),
+                jails: config
+                    .jails
+                    .iter()
+                    .map(|j| j.settings.name.clone())
+                    .collect(),
                 last_applied_version: 0,
             },
             reports: report_rx,
@@ -106,7 +119,10 @@ pub async fn run(
 
     let stop_sources = Arc::new(AtomicBool::new(false));
     let (line_tx, mut line_rx) = mpsc::channel::<Line>(4096);
-    let threads: Vec<_> = followers.into_iter().map(|f| f.spawn(line_tx.clone(), stop_sources.clone())).collect();
+    let threads: Vec<_> = followers
+        .into_iter()
+        .map(|f| f.spawn(line_tx.clone(), stop_sources.clone()))
+        .collect();
     drop(line_tx);
 
     info!(
@@ -148,9 +164,18 @@ pub async fn run(
     Ok(())
 }
 
-async fn handle(d: Detection, enforce: &mpsc::Sender<EnforceCmd>, reports: Option<&mpsc::Sender<Report>>) {
+async fn handle(
+    d: Detection,
+    enforce: &mpsc::Sender<EnforceCmd>,
+    reports: Option<&mpsc::Sender<Report>>,
+) {
     match d {
-        Detection::Failure { jail, ip, user, at_ms } => {
+        Detection::Failure {
+            jail,
+            ip,
+            user,
+            at_ms,
+        } => {
             tracing::debug!(%jail, %ip, "failure");
             if let Some(r) = reports {
                 let event = pb::Event {
@@ -167,7 +192,11 @@ async fn handle(d: Detection, enforce: &mpsc::Sender<EnforceCmd>, reports: Optio
             let target = ipnet::IpNet::from(ban.ip);
             info!(jail = %ban.jail, ip = %ban.ip, failures = ban.failures, bantime_s = ban.duration_ms / 1000, "ban");
             let until_ms = ban.at_ms.saturating_add(ban.duration_ms);
-            if enforce.send(EnforceCmd::LocalBan { target, until_ms }).await.is_err() {
+            if enforce
+                .send(EnforceCmd::LocalBan { target, until_ms })
+                .await
+                .is_err()
+            {
                 warn!("enforcer gone; ban not applied");
             }
             if let Some(r) = reports {

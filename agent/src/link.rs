@@ -68,7 +68,11 @@ impl Pending {
             return None;
         }
         self.next_seq += 1;
-        let mut batch = pb::EventBatch { seq: self.next_seq, events: Vec::new(), bans: Vec::new() };
+        let mut batch = pb::EventBatch {
+            seq: self.next_seq,
+            events: Vec::new(),
+            bans: Vec::new(),
+        };
         for r in self.open.drain(..) {
             match r {
                 Report::Event(e) => batch.events.push(e),
@@ -78,11 +82,17 @@ impl Pending {
         self.reports += batch.events.len() + batch.bans.len();
         self.batches.push_back(batch.clone());
         while self.reports > PENDING_MAX {
-            let Some(old) = self.batches.pop_front() else { break };
+            let Some(old) = self.batches.pop_front() else {
+                break;
+            };
             let n = old.events.len() + old.bans.len();
             self.reports -= n;
             self.dropped += n as u64;
-            warn!(dropped = n, total_dropped = self.dropped, "server unreachable too long; oldest reports dropped");
+            warn!(
+                dropped = n,
+                total_dropped = self.dropped,
+                "server unreachable too long; oldest reports dropped"
+            );
         }
         Some(batch)
     }
@@ -109,7 +119,9 @@ impl Link {
         loop {
             match self.session(&mut pending, &stop, &mut backoff).await {
                 End::Stopped => return,
-                End::Lost(why) => warn!(server = %self.url, reason = %why, retry_in_ms = backoff.as_millis() as u64, "server link down"),
+                End::Lost(why) => {
+                    warn!(server = %self.url, reason = %why, retry_in_ms = backoff.as_millis() as u64, "server link down")
+                }
             }
             // Keep collecting reports while waiting to reconnect.
             let wait = tokio::time::sleep(jitter(backoff));
@@ -134,7 +146,12 @@ impl Link {
         }
     }
 
-    async fn session(&mut self, pending: &mut Pending, stop: &CancellationToken, backoff: &mut Duration) -> End {
+    async fn session(
+        &mut self,
+        pending: &mut Pending,
+        stop: &CancellationToken,
+        backoff: &mut Duration,
+    ) -> End {
         let endpoint = match Endpoint::from_shared(self.url.clone()) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(5))
@@ -233,14 +250,28 @@ impl Link {
                 if s.last {
                     let (version, entries) = snapshot.take().unwrap_or_default();
                     debug!(version, entries = entries.len(), "block list snapshot");
-                    if self.enforce.send(EnforceCmd::Snapshot { version, entries }).await.is_err() {
+                    if self
+                        .enforce
+                        .send(EnforceCmd::Snapshot { version, entries })
+                        .await
+                        .is_err()
+                    {
                         return Some(End::Stopped);
                     }
                 }
             }
             ServerMsg::Delta(d) => {
-                debug!(version = d.version, added = d.added.len(), removed = d.removed.len(), "block list delta");
-                let cmd = EnforceCmd::Delta { version: d.version, added: entries(d.added), removed: d.removed };
+                debug!(
+                    version = d.version,
+                    added = d.added.len(),
+                    removed = d.removed.len(),
+                    "block list delta"
+                );
+                let cmd = EnforceCmd::Delta {
+                    version: d.version,
+                    added: entries(d.added),
+                    removed: d.removed,
+                };
                 if self.enforce.send(cmd).await.is_err() {
                     return Some(End::Stopped);
                 }
@@ -264,7 +295,9 @@ fn entries(decisions: Vec<pb::Decision>) -> Vec<BlockEntry> {
         .into_iter()
         .filter_map(|d| {
             let id = d.id;
-            BlockEntry::try_from(d).map_err(|e| warn!(decision = id, error = %e, "invalid decision ignored")).ok()
+            BlockEntry::try_from(d)
+                .map_err(|e| warn!(decision = id, error = %e, "invalid decision ignored"))
+                .ok()
         })
         .collect()
 }
@@ -298,7 +331,10 @@ mod tests {
     use super::*;
 
     fn event(i: u32) -> Report {
-        Report::Event(pb::Event { id: i.to_string(), ..Default::default() })
+        Report::Event(pb::Event {
+            id: i.to_string(),
+            ..Default::default()
+        })
     }
 
     #[test]
@@ -313,7 +349,10 @@ mod tests {
         let b2 = p.seal().expect("batch");
         assert_eq!(p.batches.len(), 2);
         p.ack(b1.seq);
-        assert_eq!(p.batches.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![b2.seq]);
+        assert_eq!(
+            p.batches.iter().map(|b| b.seq).collect::<Vec<_>>(),
+            vec![b2.seq]
+        );
         p.ack(99);
         assert_eq!(p.reports, 1);
     }

@@ -33,7 +33,12 @@ impl std::error::Error for ConfigError {}
 impl ConfigError {
     /// An error about the file as a whole (missing, unreadable).
     pub fn file(path: &Path, message: impl Into<String>) -> Self {
-        ConfigError { path: path.to_owned(), line: 0, key: String::new(), message: message.into() }
+        ConfigError {
+            path: path.to_owned(),
+            line: 0,
+            key: String::new(),
+            message: message.into(),
+        }
     }
 
     /// An error about one key, located by searching the file for it.
@@ -66,13 +71,19 @@ impl ConfigError {
             .skip(start)
             .find(|(_, l)| l.split('=').next().is_some_and(|k| k.trim() == last))
             .map_or(0, |(i, _)| i + 1);
-        ConfigError { path: path.to_owned(), line, key: key.to_owned(), message: message.into() }
+        ConfigError {
+            path: path.to_owned(),
+            line,
+            key: key.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
 /// Reads and parses a TOML file into `T`.
 pub fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, String), ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
     let value = parse(path, &source)?;
     Ok((value, source))
 }
@@ -104,9 +115,18 @@ fn locate(path: &Path, source: &str, e: &toml::de::Error) -> ConfigError {
                 _ => k.to_owned(),
             }
         }
-        _ => text.trim().trim_matches(|c| c == '[' || c == ']').trim().to_owned(),
+        _ => text
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_owned(),
     };
-    ConfigError { path: path.to_owned(), line, key, message }
+    ConfigError {
+        path: path.to_owned(),
+        line,
+        key,
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -139,7 +159,11 @@ mod tests {
         assert_eq!(e.line, 5);
         assert_eq!(e.key, "jail.bogus");
         assert!(e.message.contains("unknown field `bogus`"), "{}", e.message);
-        assert!(e.to_string().starts_with("/etc/x.toml:5: key `jail.bogus`: unknown field"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/x.toml:5: key `jail.bogus`: unknown field"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -155,15 +179,30 @@ mod tests {
         let e = err("name = \"a\n");
         assert_eq!(e.line, 1);
         let e = load::<Conf>(Path::new("/nonexistent/fleetban.toml")).expect_err("missing");
-        assert!(e.to_string().starts_with("/nonexistent/fleetban.toml: cannot read"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/fleetban.toml: cannot read"),
+            "{e}"
+        );
     }
 
     #[test]
     fn key_errors_search_the_file() {
-        let e = ConfigError::key(Path::new("a.toml"), "x = 1\n  findtime = \"1q\"\n", "jail.findtime", "bad");
+        let e = ConfigError::key(
+            Path::new("a.toml"),
+            "x = 1\n  findtime = \"1q\"\n",
+            "jail.findtime",
+            "bad",
+        );
         assert_eq!(e.to_string(), "a.toml:2: key `jail.findtime`: bad");
         let src = "[[jail]]\nbantime = 1\n[[jail]]\nbantime = 2\n";
-        let e = ConfigError::key_in_table(Path::new("a.toml"), src, Some(("jail", 1)), "jail.bantime", "bad");
+        let e = ConfigError::key_in_table(
+            Path::new("a.toml"),
+            src,
+            Some(("jail", 1)),
+            "jail.bantime",
+            "bad",
+        );
         assert_eq!(e.line, 4);
     }
 }

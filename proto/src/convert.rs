@@ -25,7 +25,9 @@ pub fn parse_target(s: &str) -> Result<IpNet, InvalidMessage> {
     let net = if let Ok(ip) = s.parse::<IpAddr>() {
         IpNet::from(canonical_ip(ip))
     } else {
-        let net: IpNet = s.parse().map_err(|_| InvalidMessage::Target(s.to_owned()))?;
+        let net: IpNet = s
+            .parse()
+            .map_err(|_| InvalidMessage::Target(s.to_owned()))?;
         match net {
             IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
                 Some(v4) if v6.prefix_len() >= 96 => {
@@ -106,12 +108,30 @@ mod tests {
 
     #[test]
     fn targets_are_normalised() {
-        assert_eq!(parse_target("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
-        assert_eq!(parse_target("192.0.2.7/24").unwrap().to_string(), "192.0.2.0/24");
-        assert_eq!(parse_target("::ffff:192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
-        assert_eq!(parse_target("::ffff:192.0.2.0/120").unwrap().to_string(), "192.0.2.0/24");
-        assert_eq!(parse_target("2001:db8::1").unwrap().to_string(), "2001:db8::1/128");
-        assert!(matches!(parse_target("nope"), Err(InvalidMessage::Target(_))));
+        assert_eq!(
+            parse_target("192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            parse_target("192.0.2.7/24").unwrap().to_string(),
+            "192.0.2.0/24"
+        );
+        assert_eq!(
+            parse_target("::ffff:192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            parse_target("::ffff:192.0.2.0/120").unwrap().to_string(),
+            "192.0.2.0/24"
+        );
+        assert_eq!(
+            parse_target("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+        assert!(matches!(
+            parse_target("nope"),
+            Err(InvalidMessage::Target(_))
+        ));
         assert!(parse_target("192.0.2.1/33").is_err());
     }
 
@@ -127,7 +147,10 @@ mod tests {
         };
         let back = BlockEntry::try_from(pb::Decision::from(&e)).unwrap();
         assert_eq!(back, e);
-        let bad = pb::Decision { target: "x".into(), ..pb::Decision::from(&e) };
+        let bad = pb::Decision {
+            target: "x".into(),
+            ..pb::Decision::from(&e)
+        };
         assert!(BlockEntry::try_from(bad).is_err());
     }
 }

@@ -54,16 +54,28 @@ impl ServerConfig {
     }
 
     fn resolve(file: ServerFile, o: Overrides) -> Self {
-        let data_dir = o.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = o
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let database_url = o
             .database_url
             .or(file.database_url)
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("fleetban.db").display()));
-        let parse = |s: &str| s.parse().unwrap_or_else(|_| unreachable!("default address {s} parses"));
+        let parse = |s: &str| {
+            s.parse()
+                .unwrap_or_else(|_| unreachable!("default address {s} parses"))
+        };
         ServerConfig {
-            http_listen: o.http_listen.or(file.http_listen).unwrap_or_else(|| parse(DEFAULT_HTTP_LISTEN)),
-            grpc_listen: o.grpc_listen.or(file.grpc_listen).unwrap_or_else(|| parse(DEFAULT_GRPC_LISTEN)),
+            http_listen: o
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or_else(|| parse(DEFAULT_HTTP_LISTEN)),
+            grpc_listen: o
+                .grpc_listen
+                .or(file.grpc_listen)
+                .unwrap_or_else(|| parse(DEFAULT_GRPC_LISTEN)),
             data_dir,
             database_url,
         }
@@ -86,7 +98,10 @@ mod tests {
         assert_eq!(c.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
         assert!(c.is_embedded());
         let c = ServerConfig::resolve(
-            ServerFile { data_dir: Some("/srv/fb".into()), ..Default::default() },
+            ServerFile {
+                data_dir: Some("/srv/fb".into()),
+                ..Default::default()
+            },
             Overrides::default(),
         );
         assert_eq!(c.database_url, "sqlite:///srv/fb/fleetban.db");
@@ -99,7 +114,10 @@ mod tests {
             grpc_listen: Some("127.0.0.1:1".parse().expect("addr")),
             ..Default::default()
         };
-        let o = Overrides { database_url: Some("postgres://flag/db".into()), ..Default::default() };
+        let o = Overrides {
+            database_url: Some("postgres://flag/db".into()),
+            ..Default::default()
+        };
         let c = ServerConfig::resolve(file, o);
         assert_eq!(c.database_url, "postgres://flag/db");
         assert_eq!(c.grpc_listen.to_string(), "127.0.0.1:1");

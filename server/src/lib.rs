@@ -53,8 +53,14 @@ pub async fn run(
 
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .add_service(grpc::AgentServiceServer::new(grpc::AgentEndpoint::new(service.clone(), stop.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop.clone().cancelled_owned());
+        .add_service(grpc::AgentServiceServer::new(grpc::AgentEndpoint::new(
+            service.clone(),
+            stop.clone(),
+        )))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.grpc),
+            stop.clone().cancelled_owned(),
+        );
     let http = axum::serve(listeners.http, http::router(service.clone()))
         .with_graceful_shutdown(stop.clone().cancelled_owned());
 

@@ -34,7 +34,12 @@ enum Command {
         data_dir: Option<PathBuf>,
         /// Database URL: postgres://USER:PASSWORD@HOST:PORT/DB for a fleet, or
         /// sqlite://PATH. Default: the embedded SQLite in the data dir.
-        #[arg(long, value_name = "URL", env = "FLEETBAN_DATABASE_URL", hide_env_values = true)]
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "FLEETBAN_DATABASE_URL",
+            hide_env_values = true
+        )]
         database_url: Option<String>,
         /// Address of the HTTP endpoint (default 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
@@ -47,7 +52,9 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("FLEETBAN_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("FLEETBAN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -69,8 +76,19 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, data_dir, database_url, http_listen, grpc_listen } => {
-            let overrides = Overrides { data_dir, database_url, http_listen, grpc_listen };
+        Command::Serve {
+            config,
+            data_dir,
+            database_url,
+            http_listen,
+            grpc_listen,
+        } => {
+            let overrides = Overrides {
+                data_dir,
+                database_url,
+                http_listen,
+                grpc_listen,
+            };
             serve(ServerConfig::load(config.as_deref(), overrides)?).await
         }
     }

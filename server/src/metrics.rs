@@ -19,18 +19,50 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("fleetban_server");
         let events_stored = Counter::default();
-        registry.register("events_stored", "Events stored (each event id once)", events_stored.clone());
+        registry.register(
+            "events_stored",
+            "Events stored (each event id once)",
+            events_stored.clone(),
+        );
         let event_batches = Counter::default();
-        registry.register("event_batches", "Event batches received from agents", event_batches.clone());
+        registry.register(
+            "event_batches",
+            "Event batches received from agents",
+            event_batches.clone(),
+        );
         let decisions = Counter::default();
-        registry.register("decisions", "Decisions recorded by correlation", decisions.clone());
+        registry.register(
+            "decisions",
+            "Decisions recorded by correlation",
+            decisions.clone(),
+        );
         let agents_connected = Gauge::default();
-        registry.register("agents_connected", "Agent streams open now", agents_connected.clone());
+        registry.register(
+            "agents_connected",
+            "Agent streams open now",
+            agents_connected.clone(),
+        );
         let deltas_sent = Counter::default();
-        registry.register("deltas_sent", "Block-list deltas pushed to agents", deltas_sent.clone());
+        registry.register(
+            "deltas_sent",
+            "Block-list deltas pushed to agents",
+            deltas_sent.clone(),
+        );
         let snapshots_sent = Counter::default();
-        registry.register("snapshots_sent", "Block-list snapshots pushed to agents", snapshots_sent.clone());
-        Metrics { registry, events_stored, event_batches, decisions, agents_connected, deltas_sent, snapshots_sent }
+        registry.register(
+            "snapshots_sent",
+            "Block-list snapshots pushed to agents",
+            snapshots_sent.clone(),
+        );
+        Metrics {
+            registry,
+            events_stored,
+            event_batches,
+            decisions,
+            agents_connected,
+            deltas_sent,
+            snapshots_sent,
+        }
     }
 
     /// The Prometheus text exposition of every metric.

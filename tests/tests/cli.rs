@@ -6,7 +6,14 @@ use fleetban_tests::bins::bin;
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().expect("runs");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -15,20 +22,40 @@ fn agent_config_errors_name_file_line_and_key() {
     let cfg = dir.path().join("agent.toml");
     std::fs::write(&cfg, "[agent]\nid = \"a\"\n\n[[jail]]\nname = \"sshd\"\nlogpath = [\"/var/log/auth.log\"]\nfailregex = [\"<HOST>\"]\nmaxrety = 3\n")
         .expect("write");
-    let (ok, out) = run(Command::new(bin("fleetban-agent")).args(["run", "--config"]).arg(&cfg));
+    let (ok, out) = run(Command::new(bin("fleetban-agent"))
+        .args(["run", "--config"])
+        .arg(&cfg));
     assert!(!ok, "{out}");
-    let want = format!("{}:8: key `jail.maxrety`: unknown field `maxrety`", cfg.display());
+    let want = format!(
+        "{}:8: key `jail.maxrety`: unknown field `maxrety`",
+        cfg.display()
+    );
     assert!(out.contains(&want), "{out}");
 
     std::fs::write(&cfg, "[agent]\nid = \"a\"\n[[jail]]\nname = \"sshd\"\nlogpath = [\"/l\"]\nfailregex = [\"<HOST>\"]\nbantime = \"forever-ish\"\n")
         .expect("write");
-    let (ok, out) = run(Command::new(bin("fleetban-agent")).args(["check-config", "--config"]).arg(&cfg));
+    let (ok, out) = run(Command::new(bin("fleetban-agent"))
+        .args(["check-config", "--config"])
+        .arg(&cfg));
     assert!(!ok, "{out}");
-    assert!(out.contains(&format!("{}:7: key `jail.bantime`: jail \"sshd\": invalid duration", cfg.display())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}:7: key `jail.bantime`: jail \"sshd\": invalid duration",
+            cfg.display()
+        )),
+        "{out}"
+    );
 
-    let (ok, out) = run(Command::new(bin("fleetban-agent")).args(["run", "--config", "/nonexistent/agent.toml"]));
+    let (ok, out) = run(Command::new(bin("fleetban-agent")).args([
+        "run",
+        "--config",
+        "/nonexistent/agent.toml",
+    ]));
     assert!(!ok);
-    assert!(out.contains("/nonexistent/agent.toml: cannot read"), "{out}");
+    assert!(
+        out.contains("/nonexistent/agent.toml: cannot read"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -45,16 +72,35 @@ fn agent_refuses_unusable_log_paths() {
         ),
     )
     .expect("write");
-    let (ok, out) = run(Command::new(bin("fleetban-agent")).args(["run", "--config"]).arg(&cfg));
+    let (ok, out) = run(Command::new(bin("fleetban-agent"))
+        .args(["run", "--config"])
+        .arg(&cfg));
     assert!(!ok, "{out}");
-    assert!(out.contains(&format!("jail sshd: log path {}: is a directory", logdir.display())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "jail sshd: log path {}: is a directory",
+            logdir.display()
+        )),
+        "{out}"
+    );
 
     let missing = dir.path().join("missing.log");
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).expect("read").replace(&logdir.display().to_string(), &missing.display().to_string()))
-        .expect("write");
-    let (ok, out) = run(Command::new(bin("fleetban-agent")).args(["run", "--config"]).arg(&cfg));
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).expect("read").replace(
+            &logdir.display().to_string(),
+            &missing.display().to_string(),
+        ),
+    )
+    .expect("write");
+    let (ok, out) = run(Command::new(bin("fleetban-agent"))
+        .args(["run", "--config"])
+        .arg(&cfg));
     assert!(!ok, "{out}");
-    assert!(out.contains(&format!("log path {}: does not exist", missing.display())), "{out}");
+    assert!(
+        out.contains(&format!("log path {}: does not exist", missing.display())),
+        "{out}"
+    );
 }
 
 #[test]
@@ -70,28 +116,55 @@ fn server_refuses_bad_database_urls() {
         "127.0.0.1:0",
     ]));
     assert!(!ok, "{out}");
-    assert!(out.contains("unsupported database URL \"mysql://root:***@db/fleet\""), "{out}");
+    assert!(
+        out.contains("unsupported database URL \"mysql://root:***@db/fleet\""),
+        "{out}"
+    );
     assert!(!out.contains("hunter2"), "{out}");
 
     let (ok, out) = run(Command::new(bin("fleetban-server"))
-        .args(["serve", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
-        .env("FLEETBAN_DATABASE_URL", "postgres://fleet:hunter2@127.0.0.1:1/fleet"));
+        .args([
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .env(
+            "FLEETBAN_DATABASE_URL",
+            "postgres://fleet:hunter2@127.0.0.1:1/fleet",
+        ));
     assert!(!ok, "{out}");
-    assert!(out.contains("cannot open database postgres://fleet:***@127.0.0.1:1/fleet"), "{out}");
+    assert!(
+        out.contains("cannot open database postgres://fleet:***@127.0.0.1:1/fleet"),
+        "{out}"
+    );
     assert!(!out.contains("hunter2"), "{out}");
 
     let cfg = dir.path().join("server.toml");
     std::fs::write(&cfg, "data_dir = \"/tmp\"\ngrpc_listen = \"everywhere\"\n").expect("write");
-    let (ok, out) = run(Command::new(bin("fleetban-server")).args(["serve", "--config"]).arg(&cfg));
+    let (ok, out) = run(Command::new(bin("fleetban-server"))
+        .args(["serve", "--config"])
+        .arg(&cfg));
     assert!(!ok, "{out}");
-    assert!(out.contains(&format!("{}:2: key `grpc_listen`", cfg.display())), "{out}");
+    assert!(
+        out.contains(&format!("{}:2: key `grpc_listen`", cfg.display())),
+        "{out}"
+    );
 }
 
 #[test]
 fn help_documents_every_option() {
     let (ok, out) = run(Command::new(bin("fleetban-server")).args(["serve", "--help"]));
     assert!(ok, "{out}");
-    for opt in ["--config", "--data-dir", "--database-url", "--http-listen", "--grpc-listen", "FLEETBAN_DATABASE_URL"] {
+    for opt in [
+        "--config",
+        "--data-dir",
+        "--database-url",
+        "--http-listen",
+        "--grpc-listen",
+        "FLEETBAN_DATABASE_URL",
+    ] {
         assert!(out.contains(opt), "{opt} missing from:\n{out}");
     }
     let (ok, out) = run(Command::new(bin("fleetban-agent")).args(["run", "--help"]));

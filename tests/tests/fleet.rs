@@ -36,8 +36,14 @@ fn service_in_b(lab: &Lab) -> Service {
         .spawn()
         .expect("start listener");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let addr = line.trim().strip_prefix("listening ").expect("listening <addr>").to_owned();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .expect("listening <addr>")
+        .to_owned();
     Service { child, addr }
 }
 
@@ -45,7 +51,14 @@ fn service_in_b(lab: &Lab) -> Service {
 fn connects(lab: &Lab, service: &Service, from: &str) -> bool {
     let out = lab
         .command(Host::X, bin("fleetban-netcheck"))
-        .args(["connect", &service.addr, "--from", from, "--timeout", "1500"])
+        .args([
+            "connect",
+            &service.addr,
+            "--from",
+            from,
+            "--timeout",
+            "1500",
+        ])
         .output()
         .expect("run netcheck");
     match out.status.code() {
@@ -64,20 +77,24 @@ async fn a_ban_on_one_agent_is_enforced_on_every_agent() {
     if !privileges::require_netns("fleet end-to-end") {
         return;
     }
-    let Some(url) = pg::fresh_database().await else { return };
+    let Some(url) = pg::fresh_database().await else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = Lab::new();
 
-    let mut server = Proc::spawn(
-        "server",
-        dir.path(),
-        {
-            let mut c = std::process::Command::new(bin("fleetban-server"));
-            c.args(["serve", "--database-url", &url, "--http-listen", "127.0.0.1:0"])
-                .args(["--grpc-listen", &format!("{ROOT_A_ADDR}:0")]);
-            c
-        },
-    );
+    let mut server = Proc::spawn("server", dir.path(), {
+        let mut c = std::process::Command::new(bin("fleetban-server"));
+        c.args([
+            "serve",
+            "--database-url",
+            &url,
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--grpc-listen", &format!("{ROOT_A_ADDR}:0")]);
+        c
+    });
     let (http, grpc) = server_addrs(&mut server);
 
     let agent = |name: &str, host: Host| {
@@ -94,23 +111,37 @@ async fn a_ban_on_one_agent_is_enforced_on_every_agent() {
 
     let service = service_in_b(&lab);
     let (attacker, bystander) = (X_ADDRS[0].to_string(), X_ADDRS[1].to_string());
-    assert!(connects(&lab, &service, &attacker), "before any ban the attacker's address connects");
+    assert!(
+        connects(&lab, &service, &attacker),
+        "before any ban the attacker's address connects"
+    );
 
     // Two failures: below maxretry, nothing is banned.
-    append(&a_log, &[failed_login(&attacker, 1), failed_login(&attacker, 2)]);
+    append(
+        &a_log,
+        &[failed_login(&attacker, 1), failed_login(&attacker, 2)],
+    );
     a.wait_for("failure", 2, Duration::from_secs(10));
     assert!(!banned_in(&lab, Host::A, &attacker));
 
     // The third bans locally on A, then fleet-wide on B.
     append(&a_log, &[failed_login(&attacker, 3)]);
     assert!(
-        wait_until(Duration::from_secs(10), || banned_in(&lab, Host::A, &attacker)),
+        wait_until(Duration::from_secs(10), || banned_in(
+            &lab,
+            Host::A,
+            &attacker
+        )),
         "A did not ban {attacker}\n{}\n{}",
         lab.nft_list_ruleset(Host::A),
         a.output()
     );
     assert!(
-        wait_until(Duration::from_secs(10), || banned_in(&lab, Host::B, &attacker)),
+        wait_until(Duration::from_secs(10), || banned_in(
+            &lab,
+            Host::B,
+            &attacker
+        )),
         "B did not receive the ban of {attacker}\n{}\n{}\n{}",
         lab.nft_list_ruleset(Host::B),
         b.output(),
@@ -122,8 +153,14 @@ async fn a_ban_on_one_agent_is_enforced_on_every_agent() {
     assert!(!ruleset.contains(&bystander), "{ruleset}");
 
     // B's kernel drops the attacker and lets the bystander through.
-    assert!(!connects(&lab, &service, &attacker), "the banned address still reaches B");
-    assert!(connects(&lab, &service, &bystander), "an address never banned must still reach B");
+    assert!(
+        !connects(&lab, &service, &attacker),
+        "the banned address still reaches B"
+    );
+    assert!(
+        connects(&lab, &service, &bystander),
+        "an address never banned must still reach B"
+    );
 
     // The server stored three events and one fleet decision from A's ban.
     let db = sqlx::PgPool::connect(&url).await.expect("connect");
@@ -133,10 +170,11 @@ async fn a_ban_on_one_agent_is_enforced_on_every_agent() {
         .await
         .expect("count events");
     assert_eq!(events, 3);
-    let rows = sqlx::query("SELECT kind, target::text AS target, origin, creator, jail FROM decisions")
-        .fetch_all(&db)
-        .await
-        .expect("decisions");
+    let rows =
+        sqlx::query("SELECT kind, target::text AS target, origin, creator, jail FROM decisions")
+            .fetch_all(&db)
+            .await
+            .expect("decisions");
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
     assert_eq!(row.get::<String, _>("kind"), "ban");

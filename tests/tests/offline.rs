@@ -12,7 +12,12 @@ use fleetban_tests::bins::bin;
 
 fn server(dir: &Path, data: &Path, grpc: &str) -> Proc {
     let mut cmd = Command::new(bin("fleetban-server"));
-    cmd.args(["serve", "--data-dir"]).arg(data).args(["--http-listen", "127.0.0.1:0", "--grpc-listen", grpc]);
+    cmd.args(["serve", "--data-dir"]).arg(data).args([
+        "--http-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        grpc,
+    ]);
     Proc::spawn("server", dir, cmd)
 }
 
@@ -45,7 +50,11 @@ async fn an_agent_without_its_server_bans_locally_and_delivers_events_once() {
     append(&log, &lines);
     agent.wait_for("failure", 6, Duration::from_secs(10));
     agent.wait_for("blocked target=192.0.2.50/32", 1, Duration::from_secs(10));
-    assert!(!agent.output().contains("blocked target=192.0.2.51"), "{}", agent.output());
+    assert!(
+        !agent.output().contains("blocked target=192.0.2.51"),
+        "{}",
+        agent.output()
+    );
     // It keeps retrying, with growing pauses.
     agent.wait_for("server link down", 3, Duration::from_secs(20));
 
@@ -64,16 +73,31 @@ async fn an_agent_without_its_server_bans_locally_and_delivers_events_once() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(events, 6, "every event delivered\n{}\n{}", agent.output(), srv.output());
+    assert_eq!(
+        events,
+        6,
+        "every event delivered\n{}\n{}",
+        agent.output(),
+        srv.output()
+    );
     // The local ban reached the server late and still became a decision.
     assert!(
-        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&srv.stderr)
-            .unwrap_or_default()
-            .contains("decision recorded")),
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(
+            &srv.stderr
+        )
+        .unwrap_or_default()
+        .contains("decision recorded")),
         "{}",
         srv.output()
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM decisions WHERE target = '192.0.2.50/32'").await, 1);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM decisions WHERE target = '192.0.2.50/32'"
+        )
+        .await,
+        1
+    );
 
     // Once: another reconnect (the server restarts again) adds nothing.
     srv.stop();

@@ -8,8 +8,7 @@ use regex::Regex;
 /// What `<HOST>` expands to: an IPv4 or IPv6 address, optionally in brackets
 /// or prefixed `::ffff:`. The captured text is parsed afterwards, so the
 /// pattern only needs to be loose enough to find candidates.
-const HOST_PATTERN: &str =
-    r"(?:::ffff:)?(?P<host>(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?)";
+const HOST_PATTERN: &str = r"(?:::ffff:)?(?P<host>(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?)";
 
 /// A filter could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +51,9 @@ impl Filter {
                 let p = p.as_ref();
                 let re = compile(&expand(p))?;
                 if re.capture_names().flatten().all(|n| n != "host") {
-                    return Err(FilterError::MissingHost { pattern: p.to_owned() });
+                    return Err(FilterError::MissingHost {
+                        pattern: p.to_owned(),
+                    });
                 }
                 Ok(re)
             })
@@ -114,22 +115,38 @@ mod tests {
     #[test]
     fn finds_ipv4_ipv6_and_user() {
         let f = sshd();
-        let l = "Nov 25 10:00:01 h sshd[1]: Failed password for root from 198.51.100.7 port 2222 ssh2";
+        let l =
+            "Nov 25 10:00:01 h sshd[1]: Failed password for root from 198.51.100.7 port 2222 ssh2";
         assert_eq!(
             f.check(l),
-            Some(Failure { ip: "198.51.100.7".parse().unwrap(), user: Some("root".into()) })
+            Some(Failure {
+                ip: "198.51.100.7".parse().unwrap(),
+                user: Some("root".into())
+            })
         );
         let l = "sshd[1]: Failed password for invalid user bob from 2001:db8::17 port 22 ssh2";
-        assert_eq!(f.check(l).unwrap().ip, "2001:db8::17".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            f.check(l).unwrap().ip,
+            "2001:db8::17".parse::<IpAddr>().unwrap()
+        );
         let l = "sshd[1]: Invalid user admin from ::ffff:192.0.2.1";
-        assert_eq!(f.check(l).unwrap().ip, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            f.check(l).unwrap().ip,
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn ignores_and_misses() {
         let f = sshd();
-        assert_eq!(f.check("sshd[1]: Accepted password for root from 198.51.100.7 port 1 ssh2"), None);
-        assert_eq!(f.check("sshd[1]: Failed password for x from 203.0.113.99 port 1 ssh2"), None);
+        assert_eq!(
+            f.check("sshd[1]: Accepted password for root from 198.51.100.7 port 1 ssh2"),
+            None
+        );
+        assert_eq!(
+            f.check("sshd[1]: Failed password for x from 203.0.113.99 port 1 ssh2"),
+            None
+        );
         // Not an address: the capture is checked, not trusted.
         assert_eq!(f.check("sshd[1]: Invalid user a from 999.1.1.1"), None);
         assert_eq!(f.check(""), None);
@@ -137,9 +154,18 @@ mod tests {
 
     #[test]
     fn bad_filters_are_refused() {
-        assert!(matches!(Filter::new(&["no host here"], &[]), Err(FilterError::MissingHost { .. })));
-        assert!(matches!(Filter::new(&["(<HOST>"], &[]), Err(FilterError::Regex { .. })));
-        assert!(matches!(Filter::new::<&str>(&[], &[]), Err(FilterError::Empty)));
+        assert!(matches!(
+            Filter::new(&["no host here"], &[]),
+            Err(FilterError::MissingHost { .. })
+        ));
+        assert!(matches!(
+            Filter::new(&["(<HOST>"], &[]),
+            Err(FilterError::Regex { .. })
+        ));
+        assert!(matches!(
+            Filter::new::<&str>(&[], &[]),
+            Err(FilterError::Empty)
+        ));
     }
 
     proptest::proptest! {

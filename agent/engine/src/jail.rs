@@ -40,7 +40,11 @@ pub struct Jail {
 
 impl Jail {
     pub fn new(settings: JailSettings) -> Self {
-        Jail { settings, failures: HashMap::new(), banned_until: HashMap::new() }
+        Jail {
+            settings,
+            failures: HashMap::new(),
+            banned_until: HashMap::new(),
+        }
     }
 
     pub fn settings(&self) -> &JailSettings {
@@ -58,7 +62,11 @@ impl Jail {
         if self.ignores(ip) {
             return None;
         }
-        if self.banned_until.get(&ip).is_some_and(|&until| until > at_ms) {
+        if self
+            .banned_until
+            .get(&ip)
+            .is_some_and(|&until| until > at_ms)
+        {
             return None;
         }
         let window_start = at_ms.saturating_sub(self.settings.findtime_ms);

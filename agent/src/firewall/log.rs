@@ -23,7 +23,10 @@ impl Firewall for LogFirewall {
 
     async fn sync(&mut self, entries: &[Entry]) -> Result<(), FirewallError> {
         self.held = entries.iter().map(|(t, _)| *t).collect();
-        info!(entries = entries.len(), "firewall (dry run): would replace the block list");
+        info!(
+            entries = entries.len(),
+            "firewall (dry run): would replace the block list"
+        );
         for (target, remaining) in entries {
             info!(%target, timeout_ms = remaining.unwrap_or(0), "firewall (dry run): would block");
         }

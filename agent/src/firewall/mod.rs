@@ -23,7 +23,11 @@ pub enum FirewallError {
         source: std::io::Error,
     },
     #[error("{program} refused the change ({status}): {stderr}")]
-    Refused { program: String, status: String, stderr: String },
+    Refused {
+        program: String,
+        status: String,
+        stderr: String,
+    },
     #[error("cannot read {what}: {detail}")]
     Read { what: String, detail: String },
 }

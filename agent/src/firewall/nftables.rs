@@ -32,7 +32,10 @@ pub struct NftablesFirewall {
 
 impl NftablesFirewall {
     pub fn new(table: String) -> Self {
-        NftablesFirewall { table, command: vec!["nft".into()] }
+        NftablesFirewall {
+            table,
+            command: vec!["nft".into()],
+        }
     }
 
     /// Runs nft through a wrapper, e.g. `ip netns exec NS nft`.
@@ -44,8 +47,14 @@ impl NftablesFirewall {
     fn setup(&self, script: &mut String) {
         let t = &self.table;
         let _ = writeln!(script, "add table inet {t}");
-        let _ = writeln!(script, "add set inet {t} ban4 {{ type ipv4_addr; flags interval, timeout; }}");
-        let _ = writeln!(script, "add set inet {t} ban6 {{ type ipv6_addr; flags interval, timeout; }}");
+        let _ = writeln!(
+            script,
+            "add set inet {t} ban4 {{ type ipv4_addr; flags interval, timeout; }}"
+        );
+        let _ = writeln!(
+            script,
+            "add set inet {t} ban6 {{ type ipv6_addr; flags interval, timeout; }}"
+        );
         let _ = writeln!(script, "add chain inet {t} input {{ type filter hook input priority {PRIORITY}; policy accept; }}");
         let _ = writeln!(script, "flush chain inet {t} input");
         let _ = writeln!(script, "add rule inet {t} input ip saddr @ban4 drop");
@@ -54,7 +63,10 @@ impl NftablesFirewall {
 
     fn elements(&self, script: &mut String, verb: &str, entries: &[Entry]) {
         for (set, v4) in [("ban4", true), ("ban6", false)] {
-            let mut items = entries.iter().filter(|(t, _)| matches!(t, IpNet::V4(_)) == v4).peekable();
+            let mut items = entries
+                .iter()
+                .filter(|(t, _)| matches!(t, IpNet::V4(_)) == v4)
+                .peekable();
             if items.peek().is_none() {
                 continue;
             }
@@ -73,29 +85,49 @@ impl NftablesFirewall {
     }
 
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
-        let (program, lead) = self.command.split_first().map_or(("nft", &[][..]), |(p, l)| (p.as_str(), l));
+        let (program, lead) = self
+            .command
+            .split_first()
+            .map_or(("nft", &[][..]), |(p, l)| (p.as_str(), l));
         let mut child = Command::new(program)
             .args(lead)
             .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| FirewallError::Spawn { program: self.command.join(" "), source })?;
+            .map_err(|source| FirewallError::Spawn {
+                program: self.command.join(" "),
+                source,
+            })?;
         if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(script.as_bytes())
                 .await
-                .map_err(|source| FirewallError::Spawn { program: self.command.join(" "), source })?;
+                .map_err(|source| FirewallError::Spawn {
+                    program: self.command.join(" "),
+                    source,
+                })?;
         }
         let out = child
             .wait_with_output()
             .await
-            .map_err(|source| FirewallError::Spawn { program: self.command.join(" "), source })?;
+            .map_err(|source| FirewallError::Spawn {
+                program: self.command.join(" "),
+                source,
+            })?;
         if !out.status.success() {
             return Err(FirewallError::Refused {
                 program: self.command.join(" "),
                 status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().chars().take(2_000).collect(),
+                stderr: String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .chars()
+                    .take(2_000)
+                    .collect(),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -136,7 +168,9 @@ impl Firewall for NftablesFirewall {
     async fn list(&mut self) -> Result<Vec<IpNet>, FirewallError> {
         let mut out = Vec::new();
         for set in ["ban4", "ban6"] {
-            let json = self.run(&["-j", "list", "set", "inet", &self.table, set], None).await?;
+            let json = self
+                .run(&["-j", "list", "set", "inet", &self.table, set], None)
+                .await?;
             out.extend(parse_set(&json).map_err(|detail| FirewallError::Read {
                 what: format!("nft set inet {} {set}", self.table),
                 detail,
@@ -149,18 +183,24 @@ impl Firewall for NftablesFirewall {
     async fn flush(&mut self) -> Result<(), FirewallError> {
         // `add` first, so deleting a table that is not there is no error.
         let t = &self.table;
-        self.transaction(&format!("add table inet {t}\ndelete table inet {t}\n")).await
+        self.transaction(&format!("add table inet {t}\ndelete table inet {t}\n"))
+            .await
     }
 }
 
 /// The elements of `nft -j list set …` output.
 fn parse_set(json: &str) -> Result<Vec<IpNet>, String> {
     let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let items = v.get("nftables").and_then(Value::as_array).ok_or("no \"nftables\" array")?;
+    let items = v
+        .get("nftables")
+        .and_then(Value::as_array)
+        .ok_or("no \"nftables\" array")?;
     let mut out = Vec::new();
     for item in items {
         let Some(set) = item.get("set") else { continue };
-        let Some(elems) = set.get("elem").and_then(Value::as_array) else { continue };
+        let Some(elems) = set.get("elem").and_then(Value::as_array) else {
+            continue;
+        };
         for e in elems {
             // An element with a timeout is {"elem": {"val": V, ...}}; V is an
             // address string, {"prefix": {...}} or {"range": [a, b]}.
@@ -173,16 +213,29 @@ fn parse_set(json: &str) -> Result<Vec<IpNet>, String> {
 
 fn parse_val(val: &Value) -> Result<Vec<IpNet>, String> {
     if let Some(s) = val.as_str() {
-        return fleetban_proto::parse_target(s).map(|n| vec![n]).map_err(|e| e.to_string());
+        return fleetban_proto::parse_target(s)
+            .map(|n| vec![n])
+            .map_err(|e| e.to_string());
     }
     if let Some(p) = val.get("prefix") {
-        let addr = p.get("addr").and_then(Value::as_str).ok_or("prefix without addr")?;
-        let len = p.get("len").and_then(Value::as_u64).ok_or("prefix without len")?;
-        return fleetban_proto::parse_target(&format!("{addr}/{len}")).map(|n| vec![n]).map_err(|e| e.to_string());
+        let addr = p
+            .get("addr")
+            .and_then(Value::as_str)
+            .ok_or("prefix without addr")?;
+        let len = p
+            .get("len")
+            .and_then(Value::as_u64)
+            .ok_or("prefix without len")?;
+        return fleetban_proto::parse_target(&format!("{addr}/{len}"))
+            .map(|n| vec![n])
+            .map_err(|e| e.to_string());
     }
     if let Some(r) = val.get("range").and_then(Value::as_array) {
         let bound = |i: usize| -> Result<std::net::IpAddr, String> {
-            let s = r.get(i).and_then(Value::as_str).ok_or("range without bounds")?;
+            let s = r
+                .get(i)
+                .and_then(Value::as_str)
+                .ok_or("range without bounds")?;
             s.parse().map_err(|_| format!("range bound {s:?}"))
         };
         let (from, to) = (bound(0)?, bound(1)?);
@@ -207,7 +260,15 @@ mod tests {
     fn script_is_one_transaction_per_change() {
         let fw = NftablesFirewall::new("fleetban".into());
         let mut s = String::new();
-        fw.elements(&mut s, "add", &[("192.0.2.1/32".parse().expect("net"), Some(5_000)), ("2001:db8::/64".parse().expect("net"), None), ("192.0.2.0/30".parse().expect("net"), Some(10))]);
+        fw.elements(
+            &mut s,
+            "add",
+            &[
+                ("192.0.2.1/32".parse().expect("net"), Some(5_000)),
+                ("2001:db8::/64".parse().expect("net"), None),
+                ("192.0.2.0/30".parse().expect("net"), Some(10)),
+            ],
+        );
         assert_eq!(
             s,
             "add element inet fleetban ban4 { 192.0.2.1/32 timeout 5000ms, 192.0.2.0/30 timeout 1000ms }\n\
@@ -218,8 +279,20 @@ mod tests {
     #[test]
     fn parses_listed_elements() {
         let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "ban4", "table": "fleetban", "type": "ipv4_addr", "flags": ["interval", "timeout"], "elem": [{"elem": {"val": "192.0.2.1", "timeout": 60, "expires": 59}}, {"elem": {"val": {"prefix": {"addr": "198.51.100.0", "len": 24}}, "timeout": 60}}, "203.0.113.5", {"range": ["10.0.0.0", "10.0.0.3"]}]}}]}"#;
-        let got: Vec<String> = parse_set(json).expect("parses").iter().map(ToString::to_string).collect();
-        assert_eq!(got, vec!["192.0.2.1/32", "198.51.100.0/24", "203.0.113.5/32", "10.0.0.0/30"]);
+        let got: Vec<String> = parse_set(json)
+            .expect("parses")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "192.0.2.1/32",
+                "198.51.100.0/24",
+                "203.0.113.5/32",
+                "10.0.0.0/30"
+            ]
+        );
         assert!(parse_set("{}").is_err());
         assert!(parse_set("not json").is_err());
     }
@@ -237,28 +310,58 @@ mod kernel_tests {
             return;
         }
         let ns = format!("fbfw{}", std::process::id());
-        let ip = |args: &[&str]| std::process::Command::new("ip").args(args).status().expect("ip runs");
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip runs")
+        };
         ip(&["netns", "del", &ns]);
         assert!(ip(&["netns", "add", &ns]).success());
-        let wrapper = vec!["ip".into(), "netns".into(), "exec".into(), ns.clone(), "nft".into()];
+        let wrapper = vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            ns.clone(),
+            "nft".into(),
+        ];
         let mut fw = NftablesFirewall::new("fleetban".into()).with_command(wrapper.clone());
         crate::firewall::suite::run(&mut fw).await;
 
         // The rule really is there, hooked on input, and flush removes it.
-        fw.sync(&[("192.0.2.9/32".parse().expect("net"), Some(60_000))]).await.expect("sync");
-        let ruleset = fw.run(&["list", "ruleset"], None).await.expect("list ruleset");
+        fw.sync(&[("192.0.2.9/32".parse().expect("net"), Some(60_000))])
+            .await
+            .expect("sync");
+        let ruleset = fw
+            .run(&["list", "ruleset"], None)
+            .await
+            .expect("list ruleset");
         assert!(ruleset.contains("hook input priority"), "{ruleset}");
         assert!(ruleset.contains("ip saddr @ban4 drop"), "{ruleset}");
-        assert!(ruleset.contains("192.0.2.9 timeout 1m") || ruleset.contains("192.0.2.9 timeout 60s"), "{ruleset}");
+        assert!(
+            ruleset.contains("192.0.2.9 timeout 1m") || ruleset.contains("192.0.2.9 timeout 60s"),
+            "{ruleset}"
+        );
         fw.flush().await.expect("flush");
-        assert!(!fw.run(&["list", "ruleset"], None).await.expect("list").contains("fleetban"));
+        assert!(!fw
+            .run(&["list", "ruleset"], None)
+            .await
+            .expect("list")
+            .contains("fleetban"));
 
         // A table of someone else's is left alone.
         let other = NftablesFirewall::new("someone_else".into()).with_command(wrapper);
-        other.transaction("add table inet someone_else\n").await.expect("other table");
+        other
+            .transaction("add table inet someone_else\n")
+            .await
+            .expect("other table");
         fw.sync(&[]).await.expect("sync");
         fw.flush().await.expect("flush");
-        assert!(other.run(&["list", "tables"], None).await.expect("tables").contains("someone_else"));
+        assert!(other
+            .run(&["list", "tables"], None)
+            .await
+            .expect("tables")
+            .contains("someone_else"));
         ip(&["netns", "del", &ns]);
     }
 }

@@ -27,7 +27,10 @@ pub enum SourceError {
 
 /// Checks at start that `path` is a readable regular file.
 pub fn check_readable(path: &Path) -> Result<(), SourceError> {
-    let unusable = |reason: String| SourceError::Unusable { path: path.to_owned(), reason };
+    let unusable = |reason: String| SourceError::Unusable {
+        path: path.to_owned(),
+        reason,
+    };
     let meta = std::fs::metadata(path).map_err(|e| unusable(describe(&e)))?;
     if meta.is_dir() {
         return Err(unusable("is a directory, not a log file".into()));
@@ -80,14 +83,24 @@ impl FileFollower {
 
     /// Follows the file on a thread of its own until `stop` is set or the
     /// receiver is gone.
-    pub fn spawn(mut self, tx: mpsc::Sender<Line>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    pub fn spawn(
+        mut self,
+        tx: mpsc::Sender<Line>,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
         std::thread::spawn(move || {
             info!(path = %self.path.display(), "following log file");
             while !stop.load(Ordering::Relaxed) {
                 let lines = self.poll();
                 let idle = lines.is_empty();
                 for text in lines {
-                    if tx.blocking_send(Line { source: self.source, text }).is_err() {
+                    if tx
+                        .blocking_send(Line {
+                            source: self.source,
+                            text,
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -114,7 +127,10 @@ impl FileFollower {
         // Nothing new: has the file been rotated or truncated?
         match std::fs::metadata(&self.path) {
             Ok(now) => {
-                let same = self.file.as_ref().is_some_and(|(_, m)| m.dev() == now.dev() && m.ino() == now.ino());
+                let same = self
+                    .file
+                    .as_ref()
+                    .is_some_and(|(_, m)| m.dev() == now.dev() && m.ino() == now.ino());
                 if !same {
                     // The old file's tail was read above; continue with the new one.
                     if let Some((file, meta)) = self.open_current() {
@@ -142,7 +158,9 @@ impl FileFollower {
     }
 
     fn read_available(&mut self, lines: &mut Vec<String>) {
-        let Some((mut file, meta)) = self.file.take() else { return };
+        let Some((mut file, meta)) = self.file.take() else {
+            return;
+        };
         let mut buf = [0u8; 64 * 1024];
         loop {
             match file.read(&mut buf) {
@@ -198,7 +216,11 @@ mod tests {
     use super::*;
 
     fn append(path: &Path, s: &str) {
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path).expect("open");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .expect("open");
         f.write_all(s.as_bytes()).expect("write");
     }
 
@@ -241,7 +263,10 @@ mod tests {
         assert_eq!(lines[0].len(), MAX_LINE);
         assert_eq!(lines[1], "next");
         assert_eq!(f.cut_lines, 1);
-        let mut file = std::fs::OpenOptions::new().append(true).open(&log).expect("open");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open");
         file.write_all(b"bad \xff\xfe utf8\n").expect("write");
         assert_eq!(f.poll(), vec!["bad \u{fffd}\u{fffd} utf8"]);
     }
@@ -250,9 +275,18 @@ mod tests {
     fn unusable_paths_are_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let e = check_readable(dir.path()).expect_err("a directory");
-        assert_eq!(e.to_string(), format!("log path {}: is a directory, not a log file", dir.path().display()));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "log path {}: is a directory, not a log file",
+                dir.path().display()
+            )
+        );
         let missing = dir.path().join("nope.log");
         let e = check_readable(&missing).expect_err("missing");
-        assert_eq!(e.to_string(), format!("log path {}: does not exist", missing.display()));
+        assert_eq!(
+            e.to_string(),
+            format!("log path {}: does not exist", missing.display())
+        );
     }
 }

@@ -1,7 +1,5 @@
 //! Log sources: each yields the lines appended to what it follows.
 
-
-
 pub mod file;
 
 pub use file::{check_readable, FileFollower};

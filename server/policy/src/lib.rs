@@ -80,23 +80,30 @@ pub const SCOPE_FLEET: &str = "fleet";
 
 /// Local echo: a local ban becomes a fleet decision, unless a ban of the same
 /// target already covers at least as long.
-pub fn on_local_ban(ban: &LocalBan, active: &[ActiveBan], now: DateTime<Utc>) -> Option<NewDecision> {
+pub fn on_local_ban(
+    ban: &LocalBan,
+    active: &[ActiveBan],
+    now: DateTime<Utc>,
+) -> Option<NewDecision> {
     // Counted from the ban itself (it may arrive late, after a reconnect), but
     // never beyond a full ban from now, whatever the agent's clock says.
     let expires_at = (ban.at + ban.duration).min(now + ban.duration);
     if expires_at <= now {
         return None;
     }
-    let covered = active.iter().any(|a| {
-        a.target.contains(&ban.target) && a.expires_at.is_none_or(|e| e >= expires_at)
-    });
+    let covered = active
+        .iter()
+        .any(|a| a.target.contains(&ban.target) && a.expires_at.is_none_or(|e| e >= expires_at));
     if covered {
         return None;
     }
     Some(NewDecision {
         target: ban.target,
         origin: Origin::Local,
-        reason: format!("{} failures in jail {} on {}", ban.failures, ban.jail, ban.agent_id),
+        reason: format!(
+            "{} failures in jail {} on {}",
+            ban.failures, ban.jail, ban.agent_id
+        ),
         creator: format!("agent:{}", ban.agent_id),
         jail: ban.jail.clone(),
         scope: SCOPE_FLEET.to_owned(),
@@ -137,18 +144,40 @@ mod tests {
 
     #[test]
     fn covered_ban_makes_no_decision() {
-        let active = [ActiveBan { target: "192.0.2.0/24".parse().unwrap(), expires_at: Some(t(10_000)) }];
-        assert_eq!(on_local_ban(&ban("192.0.2.1/32", 0, 600), &active, t(0)), None);
-        let forever = [ActiveBan { target: "192.0.2.1/32".parse().unwrap(), expires_at: None }];
-        assert_eq!(on_local_ban(&ban("192.0.2.1/32", 0, 600), &forever, t(0)), None);
+        let active = [ActiveBan {
+            target: "192.0.2.0/24".parse().unwrap(),
+            expires_at: Some(t(10_000)),
+        }];
+        assert_eq!(
+            on_local_ban(&ban("192.0.2.1/32", 0, 600), &active, t(0)),
+            None
+        );
+        let forever = [ActiveBan {
+            target: "192.0.2.1/32".parse().unwrap(),
+            expires_at: None,
+        }];
+        assert_eq!(
+            on_local_ban(&ban("192.0.2.1/32", 0, 600), &forever, t(0)),
+            None
+        );
         // A shorter ban does not cover a longer one.
-        let short = [ActiveBan { target: "192.0.2.1/32".parse().unwrap(), expires_at: Some(t(60)) }];
+        let short = [ActiveBan {
+            target: "192.0.2.1/32".parse().unwrap(),
+            expires_at: Some(t(60)),
+        }];
         assert!(on_local_ban(&ban("192.0.2.1/32", 0, 600), &short, t(0)).is_some());
     }
 
     #[test]
     fn origin_names_round_trip() {
-        for o in [Origin::Local, Origin::Fleet, Origin::Recidive, Origin::Subnet, Origin::Manual, Origin::Feed] {
+        for o in [
+            Origin::Local,
+            Origin::Fleet,
+            Origin::Recidive,
+            Origin::Subnet,
+            Origin::Manual,
+            Origin::Feed,
+        ] {
             assert_eq!(Origin::parse(o.as_str()), Some(o));
         }
         assert_eq!(Origin::parse("x"), None);

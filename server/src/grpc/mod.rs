@@ -45,13 +45,18 @@ type ServerStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + S
 impl AgentService for AgentEndpoint {
     type ConnectStream = ServerStream;
 
-    async fn connect(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<ServerStream>, Status> {
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<ServerStream>, Status> {
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))??;
         let hello = match first {
-            Some(AgentMessage { msg: Some(AgentMsg::Hello(h)) }) => h,
+            Some(AgentMessage {
+                msg: Some(AgentMsg::Hello(h)),
+            }) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
         let agent = AgentInfo {
@@ -63,7 +68,11 @@ impl AgentService for AgentEndpoint {
         self.service.agent_joined(&agent).await.map_err(status)?;
         let (tx, rx) = mpsc::channel(64);
         let span = tracing::info_span!("server.grpc.session", agent = %agent.id);
-        let session = Session { service: self.service.clone(), agent_id: agent.id, tx };
+        let session = Session {
+            service: self.service.clone(),
+            agent_id: agent.id,
+            tx,
+        };
         tokio::spawn(session.run(inbound, self.stop.clone()).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -75,7 +84,9 @@ fn status(e: ServiceError) -> Status {
     match e {
         ServiceError::Invalid(m) => Status::invalid_argument(m),
         e @ ServiceError::NotYourself { .. } => Status::permission_denied(e.to_string()),
-        ServiceError::Store(StoreError::UnknownAgent(a)) => Status::failed_precondition(format!("unknown agent {a:?}")),
+        ServiceError::Store(StoreError::UnknownAgent(a)) => {
+            Status::failed_precondition(format!("unknown agent {a:?}"))
+        }
         ServiceError::Store(e) => {
             warn!(error = %e, "store error");
             Status::unavailable("the server cannot reach its database; retry later")
@@ -136,7 +147,10 @@ impl Session {
     }
 
     async fn send(&self, msg: ServerMsg) -> Result<(), Closed> {
-        self.tx.send(Ok(ServerMessage { msg: Some(msg) })).await.map_err(|_| Closed)
+        self.tx
+            .send(Ok(ServerMessage { msg: Some(msg) }))
+            .await
+            .map_err(|_| Closed)
     }
 
     async fn fail(&self, e: ServiceError) -> Closed {
@@ -150,8 +164,11 @@ impl Session {
             Err(e) => return Err(self.fail(e).await),
         };
         let decisions: Vec<pb::Decision> = snapshot.bans.iter().map(convert::decision).collect();
-        let chunks: Vec<&[pb::Decision]> =
-            if decisions.is_empty() { vec![&[]] } else { decisions.chunks(SNAPSHOT_CHUNK).collect() };
+        let chunks: Vec<&[pb::Decision]> = if decisions.is_empty() {
+            vec![&[]]
+        } else {
+            decisions.chunks(SNAPSHOT_CHUNK).collect()
+        };
         let n = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
             self.send(ServerMsg::Snapshot(pb::Snapshot {
@@ -162,7 +179,11 @@ impl Session {
             .await?;
         }
         self.service.metrics().snapshots_sent.inc();
-        debug!(version = snapshot.version, bans = decisions.len(), "snapshot sent");
+        debug!(
+            version = snapshot.version,
+            bans = decisions.len(),
+            "snapshot sent"
+        );
         Ok(snapshot.version)
     }
 
@@ -177,11 +198,20 @@ impl Session {
         self.send(ServerMsg::Delta(pb::Delta {
             version: update.version,
             added: update.added.iter().map(convert::decision).collect(),
-            removed: update.removed.iter().filter_map(|&id| u64::try_from(id).ok()).collect(),
+            removed: update
+                .removed
+                .iter()
+                .filter_map(|&id| u64::try_from(id).ok())
+                .collect(),
         }))
         .await?;
         self.service.metrics().deltas_sent.inc();
-        debug!(version = update.version, added = update.added.len(), removed = update.removed.len(), "delta sent");
+        debug!(
+            version = update.version,
+            added = update.added.len(),
+            removed = update.removed.len(),
+            "delta sent"
+        );
         Ok(update.version)
     }
 
@@ -198,9 +228,11 @@ impl Session {
             }
             Some(AgentMsg::Applied(a)) => self.seen(Some(a.version)).await,
             Some(AgentMsg::Heartbeat(_)) => self.seen(None).await,
-            Some(AgentMsg::Hello(_)) => {
-                Err(self.fail(ServiceError::Invalid("Hello may only be sent once per stream".into())).await)
-            }
+            Some(AgentMsg::Hello(_)) => Err(self
+                .fail(ServiceError::Invalid(
+                    "Hello may only be sent once per stream".into(),
+                ))
+                .await),
             None => Ok(()),
         }
     }

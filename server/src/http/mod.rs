@@ -23,14 +23,20 @@ async fn healthz(State(service): State<Arc<Service>>) -> impl IntoResponse {
         Ok(version) => (StatusCode::OK, format!("ok version={version}\n")),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n".to_owned())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable\n".to_owned(),
+            )
         }
     }
 }
 
 async fn metrics(State(service): State<Arc<Service>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         service.metrics().render(),
     )
 }

@@ -25,7 +25,10 @@ impl BlockListUpdate {
     /// within the same range is left out of `added`; expired bans are not
     /// sent at all (the agent's copy expires on its own).
     pub fn from_decisions(from: u64, decisions: &[Decision], now: DateTime<Utc>) -> Self {
-        let mut update = BlockListUpdate { version: from, ..Default::default() };
+        let mut update = BlockListUpdate {
+            version: from,
+            ..Default::default()
+        };
         for d in decisions {
             update.version = update.version.max(d.version);
             match (d.kind, d.revokes) {
@@ -60,10 +63,18 @@ mod tests {
     use super::*;
 
     fn t(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + s, 0).single().expect("time")
+        Utc.timestamp_opt(1_700_000_000 + s, 0)
+            .single()
+            .expect("time")
     }
 
-    fn d(id: i64, version: u64, kind: DecisionKind, revokes: Option<i64>, expires: Option<i64>) -> Decision {
+    fn d(
+        id: i64,
+        version: u64,
+        kind: DecisionKind,
+        revokes: Option<i64>,
+        expires: Option<i64>,
+    ) -> Decision {
         Decision {
             id,
             version,

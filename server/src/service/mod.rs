@@ -54,10 +54,20 @@ pub struct Service {
 }
 
 impl Service {
-    pub async fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
         let current = store.block_list_version().await?;
         let (version, _) = watch::channel(current);
-        Ok(Service { store, clock, metrics, version, correlate: Mutex::new(()) })
+        Ok(Service {
+            store,
+            clock,
+            metrics,
+            version,
+            correlate: Mutex::new(()),
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -79,17 +89,35 @@ impl Service {
         Ok(())
     }
 
-    pub async fn agent_seen(&self, agent_id: &str, applied_version: Option<u64>) -> Result<(), ServiceError> {
-        self.store.touch_agent(agent_id, self.clock.now(), applied_version).await?;
+    pub async fn agent_seen(
+        &self,
+        agent_id: &str,
+        applied_version: Option<u64>,
+    ) -> Result<(), ServiceError> {
+        self.store
+            .touch_agent(agent_id, self.clock.now(), applied_version)
+            .await?;
         Ok(())
     }
 
     /// Stores a batch of events and correlates its local bans. Every event
     /// and ban must come from `agent_id` itself.
-    pub async fn report(&self, agent_id: &str, events: &[NewEvent], bans: &[LocalBan]) -> Result<Vec<Decision>, ServiceError> {
-        for claimed in events.iter().map(|e| &e.agent_id).chain(bans.iter().map(|b| &b.agent_id)) {
+    pub async fn report(
+        &self,
+        agent_id: &str,
+        events: &[NewEvent],
+        bans: &[LocalBan],
+    ) -> Result<Vec<Decision>, ServiceError> {
+        for claimed in events
+            .iter()
+            .map(|e| &e.agent_id)
+            .chain(bans.iter().map(|b| &b.agent_id))
+        {
             if claimed != agent_id {
-                return Err(ServiceError::NotYourself { claimed: claimed.clone(), actual: agent_id.to_owned() });
+                return Err(ServiceError::NotYourself {
+                    claimed: claimed.clone(),
+                    actual: agent_id.to_owned(),
+                });
             }
         }
         let now = self.clock.now();
@@ -112,7 +140,10 @@ impl Service {
             .active_bans_for(ban.target, now)
             .await?
             .into_iter()
-            .map(|d| ActiveBan { target: d.target, expires_at: d.expires_at })
+            .map(|d| ActiveBan {
+                target: d.target,
+                expires_at: d.expires_at,
+            })
             .collect();
         let Some(new) = fleetban_policy::on_local_ban(ban, &active, now) else {
             return Ok(None);
@@ -131,8 +162,16 @@ impl Service {
     }
 
     /// Ends a decision for the whole fleet.
-    pub async fn revoke(&self, id: i64, creator: &str, reason: &str) -> Result<Decision, ServiceError> {
-        let d = self.store.revoke_decision(id, creator, reason, self.clock.now()).await?;
+    pub async fn revoke(
+        &self,
+        id: i64,
+        creator: &str,
+        reason: &str,
+    ) -> Result<Decision, ServiceError> {
+        let d = self
+            .store
+            .revoke_decision(id, creator, reason, self.clock.now())
+            .await?;
         self.publish(d.version);
         Ok(d)
     }
@@ -159,14 +198,20 @@ impl Service {
     /// What changed after `version`.
     pub async fn changes_since(&self, version: u64) -> Result<BlockListUpdate, ServiceError> {
         let decisions = self.store.decisions_since(version).await?;
-        Ok(BlockListUpdate::from_decisions(version, &decisions, self.clock.now()))
+        Ok(BlockListUpdate::from_decisions(
+            version,
+            &decisions,
+            self.clock.now(),
+        ))
     }
 }
 
 fn validate_agent_id(id: &str) -> Result<(), ServiceError> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {

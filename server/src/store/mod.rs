@@ -124,19 +124,42 @@ pub trait Store: Send + Sync + 'static {
     /// Records an agent's introduction (first time or again).
     async fn upsert_agent(&self, agent: &AgentInfo, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks an agent as seen, and the block-list version it applied.
-    async fn touch_agent(&self, id: &str, now: DateTime<Utc>, applied_version: Option<u64>) -> Result<(), StoreError>;
+    async fn touch_agent(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        applied_version: Option<u64>,
+    ) -> Result<(), StoreError>;
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
     /// Stores events whose id is new; returns how many were new.
-    async fn insert_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<u64, StoreError>;
+    async fn insert_events(
+        &self,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
     async fn event_count(&self) -> Result<u64, StoreError>;
     /// Records a ban under a new block-list version.
-    async fn record_decision(&self, decision: &NewDecision, now: DateTime<Utc>) -> Result<Decision, StoreError>;
+    async fn record_decision(
+        &self,
+        decision: &NewDecision,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, StoreError>;
     /// Ends decision `id` with a revocation under a new block-list version.
-    async fn revoke_decision(&self, id: i64, creator: &str, reason: &str, now: DateTime<Utc>) -> Result<Decision, StoreError>;
+    async fn revoke_decision(
+        &self,
+        id: i64,
+        creator: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, StoreError>;
     /// Bans neither revoked nor expired at `now`.
     async fn active_bans(&self, now: DateTime<Utc>) -> Result<Vec<Decision>, StoreError>;
     /// Active bans of exactly this target.
-    async fn active_bans_for(&self, target: IpNet, now: DateTime<Utc>) -> Result<Vec<Decision>, StoreError>;
+    async fn active_bans_for(
+        &self,
+        target: IpNet,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Decision>, StoreError>;
     /// Decisions (bans and revocations) recorded after `version`, in order.
     async fn decisions_since(&self, version: u64) -> Result<Vec<Decision>, StoreError>;
     /// The block list's current version (0: nothing ever decided).
@@ -192,7 +215,10 @@ pub(crate) mod tests;
 mod redact_tests {
     #[test]
     fn passwords_are_hidden() {
-        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
         assert_eq!(super::redact("sqlite:///x.db"), "sqlite:///x.db");
     }

@@ -10,13 +10,14 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::{
-    from_version, parse_origin, parse_target, redact, to_version, AgentInfo, AgentRecord, Decision, DecisionKind,
-    NewEvent, Store, StoreError,
+    from_version, parse_origin, parse_target, redact, to_version, AgentInfo, AgentRecord, Decision,
+    DecisionKind, NewEvent, Store, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-const DECISION_COLUMNS: &str = "id, version, kind, target::text AS target, origin, reason, creator, jail, scope, \
+const DECISION_COLUMNS: &str =
+    "id, version, kind, target::text AS target, origin, reason, creator, jail, scope, \
      created_at, expires_at, revokes";
 
 pub struct PgStore {
@@ -30,11 +31,17 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await
-            .map_err(|source| StoreError::Connect { url: redact(url), source })?;
+            .map_err(|source| StoreError::Connect {
+                url: redact(url),
+                source,
+            })?;
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate { url: redact(url), source })?;
+            .map_err(|source| StoreError::Migrate {
+                url: redact(url),
+                source,
+            })?;
         Ok(PgStore { pool })
     }
 }
@@ -59,9 +66,11 @@ fn decision(row: &PgRow) -> Result<Decision, StoreError> {
 /// Bumps the block-list version inside `tx`; the row lock orders concurrent
 /// writers, so versions follow commit order.
 async fn next_version(tx: &mut sqlx::PgConnection) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("UPDATE block_list_version SET version = version + 1 RETURNING version")
-        .fetch_one(tx)
-        .await?)
+    Ok(
+        sqlx::query_scalar("UPDATE block_list_version SET version = version + 1 RETURNING version")
+            .fetch_one(tx)
+            .await?,
+    )
 }
 
 #[async_trait]
@@ -81,7 +90,12 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn touch_agent(&self, id: &str, now: DateTime<Utc>, applied: Option<u64>) -> Result<(), StoreError> {
+    async fn touch_agent(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        applied: Option<u64>,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE agents SET last_seen = $2, applied_version = COALESCE($3, applied_version) WHERE id = $1",
         )
@@ -110,7 +124,11 @@ impl Store for PgStore {
                         id: r.try_get("id")?,
                         hostname: r.try_get("hostname")?,
                         version: r.try_get("version")?,
-                        jails: jails.split(',').filter(|j| !j.is_empty()).map(str::to_owned).collect(),
+                        jails: jails
+                            .split(',')
+                            .filter(|j| !j.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
                     },
                     first_seen: r.try_get("first_seen")?,
                     last_seen: r.try_get("last_seen")?,
@@ -120,7 +138,11 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn insert_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn insert_events(
+        &self,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         if events.is_empty() {
             return Ok(0);
         }
@@ -128,7 +150,10 @@ impl Store for PgStore {
         let agents: Vec<_> = events.iter().map(|e| e.agent_id.as_str()).collect();
         let jails: Vec<_> = events.iter().map(|e| e.jail.as_str()).collect();
         let ips: Vec<_> = events.iter().map(|e| e.ip.to_string()).collect();
-        let users: Vec<_> = events.iter().map(|e| e.user.as_deref().unwrap_or("")).collect();
+        let users: Vec<_> = events
+            .iter()
+            .map(|e| e.user.as_deref().unwrap_or(""))
+            .collect();
         let times: Vec<_> = events.iter().map(|e| e.occurred_at).collect();
         let done = sqlx::query(
             "INSERT INTO events (id, agent_id, jail, ip, username, occurred_at, received_at)
@@ -156,11 +181,17 @@ impl Store for PgStore {
     }
 
     async fn event_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn record_decision(&self, d: &NewDecision, now: DateTime<Utc>) -> Result<Decision, StoreError> {
+    async fn record_decision(
+        &self,
+        d: &NewDecision,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, StoreError> {
         let mut tx = self.pool.begin().await?;
         let version = next_version(&mut tx).await?;
         let row = sqlx::query(&format!(
@@ -230,7 +261,11 @@ impl Store for PgStore {
         rows.iter().map(decision).collect()
     }
 
-    async fn active_bans_for(&self, target: IpNet, now: DateTime<Utc>) -> Result<Vec<Decision>, StoreError> {
+    async fn active_bans_for(
+        &self,
+        target: IpNet,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Decision>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {DECISION_COLUMNS} FROM decisions d WHERE kind = 'ban' AND target = $2::cidr
                AND (expires_at IS NULL OR expires_at > $1)
@@ -245,14 +280,20 @@ impl Store for PgStore {
     }
 
     async fn decisions_since(&self, version: u64) -> Result<Vec<Decision>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE version > $1 ORDER BY version"))
-            .bind(from_version(version))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE version > $1 ORDER BY version"
+        ))
+        .bind(from_version(version))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(decision).collect()
     }
 
     async fn block_list_version(&self) -> Result<u64, StoreError> {
-        to_version(sqlx::query_scalar("SELECT version FROM block_list_version").fetch_one(&self.pool).await?)
+        to_version(
+            sqlx::query_scalar("SELECT version FROM block_list_version")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }

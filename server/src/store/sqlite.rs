@@ -8,12 +8,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use fleetban_policy::{NewDecision, Origin};
 use ipnet::IpNet;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
 use sqlx::Row;
 
 use super::{
-    from_version, parse_origin, parse_target, redact, to_version, AgentInfo, AgentRecord, Decision, DecisionKind,
-    NewEvent, Store, StoreError,
+    from_version, parse_origin, parse_target, redact, to_version, AgentInfo, AgentRecord, Decision,
+    DecisionKind, NewEvent, Store, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -29,7 +31,10 @@ impl SqliteStore {
     /// Opens the database file named by `url` (`sqlite://PATH`), creating it
     /// if missing.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let connect_err = |source| StoreError::Connect { url: redact(url), source };
+        let connect_err = |source| StoreError::Connect {
+            url: redact(url),
+            source,
+        };
         let options = SqliteConnectOptions::from_str(url)
             .map_err(connect_err)?
             .create_if_missing(true)
@@ -44,7 +49,10 @@ impl SqliteStore {
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate { url: redact(url), source })?;
+            .map_err(|source| StoreError::Migrate {
+                url: redact(url),
+                source,
+            })?;
         Ok(SqliteStore { pool })
     }
 }
@@ -71,15 +79,20 @@ fn decision(row: &SqliteRow) -> Result<Decision, StoreError> {
         jail: row.try_get("jail")?,
         scope: row.try_get("scope")?,
         created_at: time(row.try_get("created_at")?)?,
-        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(time).transpose()?,
+        expires_at: row
+            .try_get::<Option<i64>, _>("expires_at")?
+            .map(time)
+            .transpose()?,
         revokes: row.try_get("revokes")?,
     })
 }
 
 async fn next_version(tx: &mut sqlx::SqliteConnection) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("UPDATE block_list_version SET version = version + 1 RETURNING version")
-        .fetch_one(tx)
-        .await?)
+    Ok(
+        sqlx::query_scalar("UPDATE block_list_version SET version = version + 1 RETURNING version")
+            .fetch_one(tx)
+            .await?,
+    )
 }
 
 #[async_trait]
@@ -99,7 +112,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn touch_agent(&self, id: &str, now: DateTime<Utc>, applied: Option<u64>) -> Result<(), StoreError> {
+    async fn touch_agent(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        applied: Option<u64>,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE agents SET last_seen = ?2, applied_version = COALESCE(?3, applied_version) WHERE id = ?1",
         )
@@ -128,7 +146,11 @@ impl Store for SqliteStore {
                         id: r.try_get("id")?,
                         hostname: r.try_get("hostname")?,
                         version: r.try_get("version")?,
-                        jails: jails.split(',').filter(|j| !j.is_empty()).map(str::to_owned).collect(),
+                        jails: jails
+                            .split(',')
+                            .filter(|j| !j.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
                     },
                     first_seen: time(r.try_get("first_seen")?)?,
                     last_seen: time(r.try_get("last_seen")?)?,
@@ -138,7 +160,11 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn insert_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn insert_events(
+        &self,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
         for e in events {
@@ -168,11 +194,17 @@ impl Store for SqliteStore {
     }
 
     async fn event_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn record_decision(&self, d: &NewDecision, now: DateTime<Utc>) -> Result<Decision, StoreError> {
+    async fn record_decision(
+        &self,
+        d: &NewDecision,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, StoreError> {
         let mut tx = self.pool.begin().await?;
         let version = next_version(&mut tx).await?;
         let row = sqlx::query(&format!(
@@ -242,7 +274,11 @@ impl Store for SqliteStore {
         rows.iter().map(decision).collect()
     }
 
-    async fn active_bans_for(&self, target: IpNet, now: DateTime<Utc>) -> Result<Vec<Decision>, StoreError> {
+    async fn active_bans_for(
+        &self,
+        target: IpNet,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Decision>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {DECISION_COLUMNS} FROM decisions d WHERE kind = 'ban' AND target = ?2
                AND (expires_at IS NULL OR expires_at > ?1)
@@ -257,14 +293,20 @@ impl Store for SqliteStore {
     }
 
     async fn decisions_since(&self, version: u64) -> Result<Vec<Decision>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE version > ?1 ORDER BY version"))
-            .bind(from_version(version))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE version > ?1 ORDER BY version"
+        ))
+        .bind(from_version(version))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(decision).collect()
     }
 
     async fn block_list_version(&self) -> Result<u64, StoreError> {
-        to_version(sqlx::query_scalar("SELECT version FROM block_list_version").fetch_one(&self.pool).await?)
+        to_version(
+            sqlx::query_scalar("SELECT version FROM block_list_version")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }

@@ -10,11 +10,18 @@ use uuid::Uuid;
 use super::*;
 
 fn t(s: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_000 + s, 0).single().expect("valid time")
+    Utc.timestamp_opt(1_700_000_000 + s, 0)
+        .single()
+        .expect("valid time")
 }
 
 fn agent(id: &str) -> AgentInfo {
-    AgentInfo { id: id.into(), hostname: format!("{id}.example"), version: "0.1.0".into(), jails: vec!["sshd".into()] }
+    AgentInfo {
+        id: id.into(),
+        hostname: format!("{id}.example"),
+        version: "0.1.0".into(),
+        jails: vec!["sshd".into()],
+    }
 }
 
 fn ban(target: &str, expires: Option<i64>) -> NewDecision {
@@ -42,7 +49,15 @@ fn event(agent: &str, ip: &str) -> NewEvent {
 
 pub(crate) async fn agents_are_recorded(s: Arc<dyn Store>) {
     s.upsert_agent(&agent("a"), t(0)).await.expect("upsert");
-    s.upsert_agent(&AgentInfo { version: "0.2.0".into(), ..agent("a") }, t(5)).await.expect("upsert again");
+    s.upsert_agent(
+        &AgentInfo {
+            version: "0.2.0".into(),
+            ..agent("a")
+        },
+        t(5),
+    )
+    .await
+    .expect("upsert again");
     s.touch_agent("a", t(9), Some(7)).await.expect("touch");
     let all = s.agents().await.expect("agents");
     assert_eq!(all.len(), 1);
@@ -51,12 +66,22 @@ pub(crate) async fn agents_are_recorded(s: Arc<dyn Store>) {
     assert_eq!(all[0].first_seen, t(0));
     assert_eq!(all[0].last_seen, t(9));
     assert_eq!(all[0].applied_version, 7);
-    assert!(matches!(s.touch_agent("nobody", t(9), None).await, Err(StoreError::UnknownAgent(_))));
+    assert!(matches!(
+        s.touch_agent("nobody", t(9), None).await,
+        Err(StoreError::UnknownAgent(_))
+    ));
 }
 
 pub(crate) async fn events_are_stored_once(s: Arc<dyn Store>) {
     s.upsert_agent(&agent("a"), t(0)).await.expect("upsert");
-    let batch = vec![event("a", "192.0.2.1"), event("a", "2001:db8::1"), NewEvent { user: None, ..event("a", "192.0.2.2") }];
+    let batch = vec![
+        event("a", "192.0.2.1"),
+        event("a", "2001:db8::1"),
+        NewEvent {
+            user: None,
+            ..event("a", "192.0.2.2")
+        },
+    ];
     assert_eq!(s.insert_events(&batch, t(1)).await.expect("insert"), 3);
     // The same batch again (a resend after a reconnect) adds nothing.
     assert_eq!(s.insert_events(&batch, t(2)).await.expect("resend"), 0);
@@ -69,8 +94,14 @@ pub(crate) async fn events_are_stored_once(s: Arc<dyn Store>) {
 
 pub(crate) async fn decisions_are_versioned_and_revoked(s: Arc<dyn Store>) {
     assert_eq!(s.block_list_version().await.expect("version"), 0);
-    let d1 = s.record_decision(&ban("192.0.2.1", Some(600)), t(0)).await.expect("record");
-    let d2 = s.record_decision(&ban("2001:db8::/64", None), t(1)).await.expect("record");
+    let d1 = s
+        .record_decision(&ban("192.0.2.1", Some(600)), t(0))
+        .await
+        .expect("record");
+    let d2 = s
+        .record_decision(&ban("2001:db8::/64", None), t(1))
+        .await
+        .expect("record");
     assert_eq!((d1.version, d2.version), (1, 2));
     assert_eq!(d1.kind, DecisionKind::Ban);
     assert_eq!(d1.target.to_string(), "192.0.2.1/32");
@@ -79,7 +110,10 @@ pub(crate) async fn decisions_are_versioned_and_revoked(s: Arc<dyn Store>) {
     assert_eq!(d2.expires_at, None);
     assert_eq!(s.active_bans(t(2)).await.expect("active").len(), 2);
 
-    let r = s.revoke_decision(d1.id, "user:admin", "false positive", t(3)).await.expect("revoke");
+    let r = s
+        .revoke_decision(d1.id, "user:admin", "false positive", t(3))
+        .await
+        .expect("revoke");
     assert_eq!(r.kind, DecisionKind::Revoke);
     assert_eq!(r.revokes, Some(d1.id));
     assert_eq!(r.target, d1.target);
@@ -88,26 +122,52 @@ pub(crate) async fn decisions_are_versioned_and_revoked(s: Arc<dyn Store>) {
     let active = s.active_bans(t(4)).await.expect("active");
     assert_eq!(active.iter().map(|d| d.id).collect::<Vec<_>>(), vec![d2.id]);
 
-    assert!(matches!(s.revoke_decision(d1.id, "u", "again", t(5)).await, Err(StoreError::AlreadyExists(_))));
-    assert!(matches!(s.revoke_decision(r.id, "u", "a revocation", t(5)).await, Err(StoreError::NotFound(_))));
-    assert!(matches!(s.revoke_decision(9999, "u", "missing", t(5)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.revoke_decision(d1.id, "u", "again", t(5)).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        s.revoke_decision(r.id, "u", "a revocation", t(5)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.revoke_decision(9999, "u", "missing", t(5)).await,
+        Err(StoreError::NotFound(_))
+    ));
     // Failed revocations did not consume a version.
     assert_eq!(s.block_list_version().await.expect("version"), 3);
 
     // History is kept: everything since version 1, in order.
     let since = s.decisions_since(1).await.expect("since");
-    assert_eq!(since.iter().map(|d| d.version).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        since.iter().map(|d| d.version).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
     assert_eq!(s.decisions_since(0).await.expect("since").len(), 3);
 }
 
 pub(crate) async fn expired_bans_are_not_active(s: Arc<dyn Store>) {
-    let d = s.record_decision(&ban("192.0.2.9", Some(60)), t(0)).await.expect("record");
+    let d = s
+        .record_decision(&ban("192.0.2.9", Some(60)), t(0))
+        .await
+        .expect("record");
     let target = d.target;
-    assert_eq!(s.active_bans_for(target, t(59)).await.expect("for").len(), 1);
-    assert!(s.active_bans_for(target, t(60)).await.expect("for").is_empty());
+    assert_eq!(
+        s.active_bans_for(target, t(59)).await.expect("for").len(),
+        1
+    );
+    assert!(s
+        .active_bans_for(target, t(60))
+        .await
+        .expect("for")
+        .is_empty());
     assert!(s.active_bans(t(61)).await.expect("active").is_empty());
     let other = fleetban_proto::parse_target("192.0.2.10").expect("target");
-    assert!(s.active_bans_for(other, t(0)).await.expect("for").is_empty());
+    assert!(s
+        .active_bans_for(other, t(0))
+        .await
+        .expect("for")
+        .is_empty());
     // Expired, yet still in the history.
     assert_eq!(s.decisions_since(0).await.expect("since").len(), 1);
 }
@@ -158,9 +218,18 @@ store_suite!(
 #[tokio::test]
 async fn bad_urls_are_refused_clearly() {
     let err = open("mysql://u:pw@h/db").await.err().expect("refused");
-    assert_eq!(err.to_string(), "unsupported database URL \"mysql://u:***@h/db\": expected postgres://… or sqlite://…");
-    let err = open("postgres://u:pw@127.0.0.1:1/db").await.err().expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "unsupported database URL \"mysql://u:***@h/db\": expected postgres://… or sqlite://…"
+    );
+    let err = open("postgres://u:pw@127.0.0.1:1/db")
+        .await
+        .err()
+        .expect("refused");
     let msg = err.to_string();
-    assert!(msg.starts_with("cannot open database postgres://u:***@127.0.0.1:1/db"), "{msg}");
+    assert!(
+        msg.starts_with("cannot open database postgres://u:***@127.0.0.1:1/db"),
+        "{msg}"
+    );
     assert!(!msg.contains("pw"), "{msg}");
 }

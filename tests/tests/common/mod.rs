@@ -23,22 +23,39 @@ impl Proc {
     pub fn spawn(name: &str, dir: &Path, mut cmd: Command) -> Proc {
         let stdout = dir.join(format!("{name}.out"));
         let stderr = dir.join(format!("{name}.err"));
-        let open = |p: &Path| File::options().create(true).append(true).open(p).expect("log file");
+        let open = |p: &Path| {
+            File::options()
+                .create(true)
+                .append(true)
+                .open(p)
+                .expect("log file")
+        };
         let child = cmd
             .stdin(Stdio::null())
             .stdout(open(&stdout))
             .stderr(open(&stderr))
-            .env("FLEETBAN_LOG", "info,fleetban_agent=debug,fleetban_server=debug")
+            .env(
+                "FLEETBAN_LOG",
+                "info,fleetban_agent=debug,fleetban_server=debug",
+            )
             .env("NO_COLOR", "1")
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name: name.to_owned(), child, stdout, stderr }
+        Proc {
+            name: name.to_owned(),
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     pub fn output(&self) -> String {
         let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
         let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        format!("--- {} stdout\n{out}--- {} stderr\n{err}", self.name, self.name)
+        format!(
+            "--- {} stdout\n{out}--- {} stderr\n{err}",
+            self.name, self.name
+        )
     }
 
     /// Waits until stdout or stderr holds `needle` `count` times.
@@ -46,7 +63,11 @@ impl Proc {
         let ok = wait_until(timeout, || self.output().matches(needle).count() >= count);
         if !ok {
             let status = self.child.try_wait().ok().flatten();
-            panic!("{} did not print {needle:?} x{count} within {timeout:?} (exit: {status:?})\n{}", self.name, self.output());
+            panic!(
+                "{} did not print {needle:?} x{count} within {timeout:?} (exit: {status:?})\n{}",
+                self.name,
+                self.output()
+            );
         }
     }
 
@@ -54,7 +75,9 @@ impl Proc {
     pub fn stop(&mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let stopped = wait_until(Duration::from_secs(5), || matches!(self.child.try_wait(), Ok(Some(_))));
+        let stopped = wait_until(Duration::from_secs(5), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
         if !stopped {
             let _ = self.child.kill();
         }
@@ -91,7 +114,11 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn server_addrs(server: &mut Proc) -> (String, String) {
     server.wait_for("fleetban-server listening:", 1, Duration::from_secs(60));
     let out = std::fs::read_to_string(&server.stdout).expect("server stdout");
-    let line = out.lines().rev().find(|l| l.starts_with("fleetban-server listening:")).expect("listening line");
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("fleetban-server listening:"))
+        .expect("listening line");
     let field = |k: &str| {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(k))
@@ -103,7 +130,11 @@ pub fn server_addrs(server: &mut Proc) -> (String, String) {
 
 /// Appends lines to a log file, as a daemon would.
 pub fn append(path: &Path, lines: &[String]) {
-    let mut f = File::options().create(true).append(true).open(path).expect("open log");
+    let mut f = File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log");
     for l in lines {
         writeln!(f, "{l}").expect("write log");
     }
@@ -112,12 +143,25 @@ pub fn append(path: &Path, lines: &[String]) {
 
 /// sshd's line for a failed password.
 pub fn failed_login(ip: &str, n: usize) -> String {
-    format!("Nov 25 10:00:{:02} host sshd[{}]: Failed password for root from {ip} port {} ssh2", n % 60, 1000 + n, 40000 + n)
+    format!(
+        "Nov 25 10:00:{:02} host sshd[{}]: Failed password for root from {ip} port {} ssh2",
+        n % 60,
+        1000 + n,
+        40000 + n
+    )
 }
 
 /// An agent configuration with one sshd jail on `log`.
-pub fn agent_config(dir: &Path, id: &str, server: Option<&str>, firewall: &str, log: &Path) -> PathBuf {
-    let server = server.map(|s| format!("[server]\nurl = \"http://{s}\"\n")).unwrap_or_default();
+pub fn agent_config(
+    dir: &Path,
+    id: &str,
+    server: Option<&str>,
+    firewall: &str,
+    log: &Path,
+) -> PathBuf {
+    let server = server
+        .map(|s| format!("[server]\nurl = \"http://{s}\"\n"))
+        .unwrap_or_default();
     let text = format!(
         r#"[agent]
 id = "{id}"
@@ -146,9 +190,16 @@ bantime = "1h"
 pub fn http_get(addr: &str, path: &str) -> String {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).expect("connect http");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("response");
-    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    resp.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
