@@ -154,6 +154,14 @@ fn server_refuses_bad_database_urls() {
 }
 
 #[test]
+fn shipped_agent_example_is_valid() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
+    let (ok, out) = run(Command::new(bin("fleetban-agent")).args(["check-config", "--config"]).arg(&example));
+    assert!(ok, "{out}");
+    assert!(out.contains("ok (1 jails)"), "{out}");
+}
+
+#[test]
 fn help_documents_every_option() {
     let (ok, out) = run(Command::new(bin("fleetban-server")).args(["serve", "--help"]));
     assert!(ok, "{out}");
