@@ -142,8 +142,10 @@ mod shipped {
     /// The example shipped in deploy/ stays valid.
     #[test]
     fn deploy_example_loads() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/server.toml");
-        let c = super::ServerConfig::load(Some(&p), super::Overrides::default()).expect("example loads");
+        let p =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/server.toml");
+        let c = super::ServerConfig::load(Some(&p), super::Overrides::default())
+            .expect("example loads");
         assert_eq!(c.database_url, "sqlite:///var/lib/fleetban/fleetban.db");
     }
 }

@@ -1,7 +1,7 @@
 //! `fleetban-server`: the command line of fleetban's central server.
 
-use std::net::SocketAddr;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -155,8 +155,11 @@ fn server_refuses_bad_database_urls() {
 
 #[test]
 fn shipped_agent_example_is_valid() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
-    let (ok, out) = run(Command::new(bin("fleetban-agent")).args(["check-config", "--config"]).arg(&example));
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
+    let (ok, out) = run(Command::new(bin("fleetban-agent"))
+        .args(["check-config", "--config"])
+        .arg(&example));
     assert!(ok, "{out}");
     assert!(out.contains("ok (1 jails)"), "{out}");
 }
