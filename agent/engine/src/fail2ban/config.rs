@@ -72,7 +72,7 @@ impl ConfigSet {
         let mut texts: HashMap<PathBuf, ini::IniFile> = HashMap::new();
         let existing: Vec<PathBuf> = candidates
             .into_iter()
-            .filter(|p| matches!(src.read(p), Some(_)))
+            .filter(|p| src.read(p).is_some())
             .collect();
         if existing.is_empty() {
             return Err(Fail2banError {

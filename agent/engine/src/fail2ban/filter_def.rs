@@ -166,10 +166,7 @@ pub fn substitute_tags(
     let keys: Vec<String> = tags.keys().cloned().collect();
     for key in keys {
         let mut counts: HashMap<String, usize> = HashMap::new();
-        loop {
-            let Some(value) = tags.get(&key).cloned() else {
-                break;
-            };
+        while let Some(value) = tags.get(&key).cloned() {
             let mut replaced = false;
             let mut from = 0;
             while let Some((start, end)) = find_tag(&value, from) {
