@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod date;
 pub mod fail2ban;
 pub mod filter;
 pub mod jail;

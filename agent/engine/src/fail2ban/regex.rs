@@ -169,8 +169,10 @@ fn group_local_flags(s: &str) -> String {
     out
 }
 
-/// Python's `\Z` is PCRE2's `\z`; Python's `{,n}` is `{0,n}`.
-fn python_to_pcre(s: &str) -> String {
+/// Python's `\Z` is PCRE2's `\z`; Python's `{,n}` is `{0,n}`; Python's
+/// `u`, `a` and `L` flags (Unicode is always on here) are dropped.
+pub fn python_to_pcre(s: &str) -> String {
+    let s = &drop_python_flags(s);
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     let mut in_class = false;
@@ -209,6 +211,42 @@ fn python_to_pcre(s: &str) -> String {
             _ => out.push(c),
         }
     }
+    out
+}
+
+fn drop_python_flags(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(p) = rest.find("(?") {
+        let escaped = rest[..p].chars().rev().take_while(|c| *c == '\\').count() % 2 == 1;
+        out.push_str(&rest[..p]);
+        let after = &rest[p + 2..];
+        let letters = after.chars().take_while(char::is_ascii_alphabetic).count();
+        let end = after[letters..].chars().next();
+        let flags = &after[..letters];
+        if !escaped
+            && letters > 0
+            && matches!(end, Some(')' | ':'))
+            && flags.chars().all(|c| "aiLmsux".contains(c))
+        {
+            let kept: String = flags.chars().filter(|c| !"aLu".contains(*c)).collect();
+            match (kept.is_empty(), end) {
+                (true, Some(')')) => {}
+                (true, _) => out.push_str("(?:"),
+                (false, Some(e)) => {
+                    out.push_str("(?");
+                    out.push_str(&kept);
+                    out.push(e);
+                }
+                (false, None) => {}
+            }
+            rest = &after[letters + 1..];
+        } else {
+            out.push_str("(?");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -302,6 +340,10 @@ mod tests {
         assert_eq!(group_local_flags("(?:(?i)x)"), "(?i:x)");
         assert_eq!(group_local_flags(r"\((?i)x)"), r"\((?i)x)");
         assert_eq!(python_to_pcre(r"a\Z[\Z]x{,3}[{,]"), r"a\z[\Z]x{0,3}[{,]");
+        assert_eq!(
+            python_to_pcre("(?iu)a(?u)b(?u:c)(?P<x>d)"),
+            "(?i)ab(?:c)(?P<x>d)"
+        );
         let re = compile(
             &resolve_tags(r"^(?P<a>x)?(?(a)y|z)\Z", UseDns::Names),
             false,
