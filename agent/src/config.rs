@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fleetban_engine::{Filter, JailSettings};
+use fleetban_engine::date::Zone;
+use fleetban_engine::fail2ban::{FilterDefinition, Origin};
+use fleetban_engine::{Filter, FilterOptions, JailSettings};
 use fleetban_proto::config::{self, ConfigError};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -27,6 +29,8 @@ struct AgentFile {
 struct AgentSection {
     /// How the server knows this host; default: the host name.
     id: Option<String>,
+    /// Zone of log times that name none; default: the system's.
+    timezone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,12 +116,15 @@ pub enum FirewallBackend {
 pub struct JailConfig {
     pub settings: JailSettings,
     pub logpaths: Vec<PathBuf>,
-    pub filter: Filter,
+    /// The filter, checked (it compiles).
+    pub filter: FilterDefinition,
 }
 
 /// The agent's configuration, checked.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// The zone of log times that name none.
+    pub zone: Zone,
     pub agent_id: String,
     /// `None`: standalone, no server.
     pub server_url: Option<String>,
@@ -189,6 +196,10 @@ impl AgentConfig {
                 ));
             }
         };
+        let zone = match &file.agent.timezone {
+            Some(tz) => Zone::parse(tz).map_err(|e| err("agent.timezone", e))?,
+            None => local_zone(),
+        };
         let mut jails = Vec::new();
         for (nth, j) in file.jail.into_iter().enumerate() {
             if !j.enabled {
@@ -207,7 +218,15 @@ impl AgentConfig {
                     in_jail("needs at least one log path".into()),
                 ));
             }
-            let filter = Filter::new(&j.failregex, &j.ignoreregex)
+            let line =
+                ConfigError::key_in_table(path, source, Some(("jail", nth)), "jail.failregex", "")
+                    .line;
+            let origin = Origin {
+                file: path.to_owned(),
+                line,
+            };
+            let filter = FilterDefinition::from_regexes(Some(origin), &j.failregex, &j.ignoreregex);
+            Filter::new(&filter, filter_options(&zone))
                 .map_err(|e| err("jail.failregex", in_jail(e.to_string())))?;
             let findtime = duration(&j.findtime).map_err(|e| err("jail.findtime", in_jail(e)))?;
             let bantime = duration(&j.bantime).map_err(|e| err("jail.bantime", in_jail(e)))?;
@@ -238,11 +257,31 @@ impl AgentConfig {
             });
         }
         Ok(AgentConfig {
+            zone,
             agent_id,
             server_url,
             firewall,
             jails,
         })
+    }
+}
+
+/// The system's time zone (UTC if it cannot be told).
+pub fn local_zone() -> Zone {
+    iana_time_zone::get_timezone()
+        .ok()
+        .and_then(|name| Zone::parse(&name).ok())
+        .unwrap_or_else(Zone::utc)
+}
+
+/// How the agent runs its filters: against live logs.
+pub fn filter_options(zone: &Zone) -> FilterOptions {
+    use chrono::Datelike;
+    FilterOptions {
+        zone: zone.clone(),
+        now_year: chrono::Utc::now().year(),
+        check_all: false,
+        undated_is_now: true,
     }
 }
 

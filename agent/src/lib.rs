@@ -40,6 +40,8 @@ pub enum AgentError {
         #[source]
         source: source::file::SourceError,
     },
+    #[error("filter: {0}")]
+    Filter(fleetban_engine::FilterError),
     #[error("firewall ({backend}) unusable: {source}")]
     Firewall {
         backend: &'static str,
@@ -134,7 +136,8 @@ pub async fn run(
         "agent running"
     );
 
-    let mut detector = Detector::new(&config.jails, routes);
+    let mut detector =
+        Detector::new(&config.jails, routes, &config.zone).map_err(AgentError::Filter)?;
     let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
     tokio::pin!(shutdown);
     loop {

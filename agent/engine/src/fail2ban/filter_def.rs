@@ -48,6 +48,36 @@ pub struct FilterDefinition {
     pub usedns: Option<String>,
 }
 
+impl FilterDefinition {
+    /// A filter written directly as regexes (fleetban's own configuration):
+    /// `option` names where they were configured, for error messages.
+    pub fn from_regexes(
+        origin: Option<Origin>,
+        failregex: &[String],
+        ignoreregex: &[String],
+    ) -> Self {
+        let located = |option: &str, list: &[String]| -> Vec<Located> {
+            list.iter()
+                .map(|v| Located {
+                    value: v.clone(),
+                    option: option.to_owned(),
+                    origin: origin.clone(),
+                })
+                .collect()
+        };
+        FilterDefinition {
+            file: origin.as_ref().map(|o| o.file.clone()).unwrap_or_default(),
+            prefregex: None,
+            failregex: located("failregex", failregex),
+            ignoreregex: located("ignoreregex", ignoreregex),
+            maxlines: 1,
+            datepattern: Vec::new(),
+            journalmatch: Vec::new(),
+            usedns: None,
+        }
+    }
+}
+
 /// Reads filter `base` (a path without `.conf`) with `options` (as in
 /// `sshd[mode=aggressive]`).
 pub fn read_filter(
