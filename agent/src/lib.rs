@@ -8,8 +8,10 @@ pub mod config;
 pub mod detect;
 pub mod enforce;
 pub mod firewall;
+pub mod fsfiles;
 pub mod link;
 pub mod source;
+pub mod test_filter;
 
 use std::collections::HashMap;
 use std::future::Future;

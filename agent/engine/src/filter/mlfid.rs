@@ -53,6 +53,8 @@ pub enum Merged {
 pub struct MlfidCache {
     entries: HashMap<String, (i64, FailData)>,
     order: VecDeque<String>,
+    /// When entries were last checked for age (once a second at most).
+    expired_at: i64,
 }
 
 const MAX_ENTRIES: usize = 100;
@@ -80,6 +82,10 @@ impl MlfidCache {
     }
 
     fn expire(&mut self, now: i64) {
+        if now == self.expired_at {
+            return;
+        }
+        self.expired_at = now;
         let before = self.entries.len();
         self.entries.retain(|_, (t, _)| now - *t <= MAX_AGE_S);
         if self.entries.len() != before {

@@ -6,6 +6,7 @@
 //! regexes written in fleetban's own configuration.
 
 mod mlfid;
+mod prefilter;
 mod regex;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::net::IpAddr;
 
 pub use self::mlfid::FailData;
 use self::mlfid::{Merged, MlfidCache};
+use self::prefilter::Prefilter;
 pub use self::regex::TupleLine;
 use self::regex::{buffer_text, FilterRegex, Hit};
 use crate::date::{DateDetector, Zone};
@@ -137,6 +139,9 @@ pub struct LineResult {
 pub struct Filter {
     prefregex: Option<FilterRegex>,
     fail: Vec<FilterRegex>,
+    /// Which failregexes can match a text, in one pass.
+    prefilter: Prefilter,
+    candidates: Vec<bool>,
     ignore: Vec<FilterRegex>,
     maxlines: usize,
     dates: DateDetector,
@@ -183,9 +188,13 @@ impl Filter {
         let ignore = compile_all(&def.ignoreregex)?;
         let dates = DateDetector::new(&def.datepattern, options.now_year)
             .map_err(FilterError::DatePattern)?;
+        let patterns: Vec<String> = fail.iter().map(|f| f.pattern.clone()).collect();
+        let prefilter = Prefilter::new(&patterns, multiline);
         Ok(Filter {
             prefregex,
             fail,
+            prefilter,
+            candidates: Vec::new(),
             ignore,
             maxlines: def.maxlines.max(1),
             dates,
@@ -336,10 +345,19 @@ impl Filter {
                 stale = true;
             }
         }
+        let mut checked = false;
         for i in 0..self.fail.len() {
             if stale {
                 buffer_text(&self.buffer, &mut self.text);
                 stale = false;
+                checked = false;
+            }
+            if !checked {
+                self.prefilter.candidates(&self.text, &mut self.candidates);
+                checked = true;
+            }
+            if !self.candidates.get(i).copied().unwrap_or(true) {
+                continue;
             }
             let Some(hit) = self.fail[i].search(&self.text, &org) else {
                 continue;
@@ -455,6 +473,11 @@ impl Filter {
             }
         }
         result
+    }
+
+    /// How many failregexes the fast first pass covers.
+    pub fn prefiltered(&self) -> usize {
+        self.prefilter.covered()
     }
 
     /// Multi-line failures being assembled now (bounded).

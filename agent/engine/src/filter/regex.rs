@@ -43,6 +43,8 @@ pub fn buffer_text(lines: &[TupleLine], out: &mut String) {
 }
 
 pub struct FilterRegex {
+    /// The pattern as compiled (tags resolved).
+    pub pattern: String,
     re: Regex,
     locs: CaptureLocations,
     names: Vec<(usize, String)>,
@@ -93,6 +95,7 @@ impl FilterRegex {
             .collect();
         let locs = re.capture_locations();
         Ok(FilterRegex {
+            pattern,
             re,
             locs,
             names,
