@@ -71,8 +71,22 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Command::TestFilter { log, filter, ignoreregex, json, filter_dirs, timezone } => {
-            match test_filter(&log, &filter, ignoreregex.as_deref(), json, filter_dirs, timezone.as_deref()) {
+        Command::TestFilter {
+            log,
+            filter,
+            ignoreregex,
+            json,
+            filter_dirs,
+            timezone,
+        } => {
+            match test_filter(
+                &log,
+                &filter,
+                ignoreregex.as_deref(),
+                json,
+                filter_dirs,
+                timezone.as_deref(),
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e.as_ref()),
             }
@@ -118,14 +132,17 @@ fn test_filter(
     let spec = tf::resolve(filter, &dirs)?;
     let def = tf::definition(&spec, ignoreregex)?;
     let mut compiled = fleetban_engine::Filter::new(&def, tf::options(&zone))?;
-    let file = std::fs::File::open(log)
-        .map_err(|source| tf::TestFilterError::Log { path: log.to_owned(), source })?;
+    let file = std::fs::File::open(log).map_err(|source| tf::TestFilterError::Log {
+        path: log.to_owned(),
+        source,
+    })?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let now = chrono::Utc::now().timestamp();
     let started = std::time::Instant::now();
-    let summary = tf::run(&mut compiled, &zone, &mut reader, now, json, &mut out).map_err(tf::TestFilterError::Output)?;
+    let summary = tf::run(&mut compiled, &zone, &mut reader, now, json, &mut out)
+        .map_err(tf::TestFilterError::Output)?;
     if !json {
         use std::io::Write;
         match &spec {
@@ -134,7 +151,12 @@ fn test_filter(
         }
         tf::report(&compiled, &summary, &mut out)?;
         let secs = started.elapsed().as_secs_f64();
-        writeln!(out, "Time: {:.3} s, {:.0} lines/s", secs, summary.lines as f64 / secs.max(1e-9))?;
+        writeln!(
+            out,
+            "Time: {:.3} s, {:.0} lines/s",
+            secs,
+            summary.lines as f64 / secs.max(1e-9)
+        )?;
     }
     Ok(())
 }

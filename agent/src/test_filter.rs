@@ -18,7 +18,10 @@ use crate::source::MAX_LINE;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilterSpec {
     /// A filter file (or name resolved in a filter directory), with options.
-    File { base: PathBuf, options: Vec<(String, String)> },
+    File {
+        base: PathBuf,
+        options: Vec<(String, String)>,
+    },
     /// A regex given on the command line.
     Regex(String),
 }
@@ -51,11 +54,19 @@ pub fn resolve(arg: &str, dirs: &[PathBuf]) -> Result<FilterSpec, TestFilterErro
         let path = Path::new(&named.name);
         if path.is_file() {
             let base = path.with_extension("");
-            return Ok(FilterSpec::File { base, options: named.options });
+            return Ok(FilterSpec::File {
+                base,
+                options: named.options,
+            });
         }
         for dir in dirs {
-            if dir.join(format!("{}.conf", named.name)).is_file() || dir.join(format!("{}.local", named.name)).is_file() {
-                return Ok(FilterSpec::File { base: dir.join(&named.name), options: named.options });
+            if dir.join(format!("{}.conf", named.name)).is_file()
+                || dir.join(format!("{}.local", named.name)).is_file()
+            {
+                return Ok(FilterSpec::File {
+                    base: dir.join(&named.name),
+                    options: named.options,
+                });
             }
         }
     }
@@ -63,13 +74,20 @@ pub fn resolve(arg: &str, dirs: &[PathBuf]) -> Result<FilterSpec, TestFilterErro
 }
 
 /// The filter definition an argument names.
-pub fn definition(spec: &FilterSpec, ignoreregex: Option<&str>) -> Result<FilterDefinition, TestFilterError> {
+pub fn definition(
+    spec: &FilterSpec,
+    ignoreregex: Option<&str>,
+) -> Result<FilterDefinition, TestFilterError> {
     let mut def = match spec {
         FilterSpec::File { base, options } => read_filter(&FsFiles, base, options)?,
         FilterSpec::Regex(r) => FilterDefinition::from_regexes(None, std::slice::from_ref(r), &[]),
     };
     if let Some(ig) = ignoreregex {
-        def.ignoreregex.push(Located { value: ig.to_owned(), option: "ignoreregex".into(), origin: None });
+        def.ignoreregex.push(Located {
+            value: ig.to_owned(),
+            option: "ignoreregex".into(),
+            origin: None,
+        });
     }
     Ok(def)
 }
@@ -188,9 +206,19 @@ pub fn run(
 
 /// The human summary, after the run.
 pub fn report(filter: &Filter, summary: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
-    writeln!(out, "Failregex: {} total", summary.hits.values().sum::<u64>())?;
+    writeln!(
+        out,
+        "Failregex: {} total",
+        summary.hits.values().sum::<u64>()
+    )?;
     for (i, l) in filter.failregex().enumerate() {
-        writeln!(out, "|  #{:<3} {:>8} hits  {}", i + 1, summary.hits.get(&i).copied().unwrap_or(0), l.value)?;
+        writeln!(
+            out,
+            "|  #{:<3} {:>8} hits  {}",
+            i + 1,
+            summary.hits.get(&i).copied().unwrap_or(0),
+            l.value
+        )?;
     }
     let ignores: Vec<_> = filter.ignoreregex().collect();
     if !ignores.is_empty() {
@@ -205,10 +233,18 @@ pub fn report(filter: &Filter, summary: &Summary, out: &mut dyn Write) -> std::i
         summary.lines, summary.matched, summary.ignored, summary.missed
     )?;
     if summary.cut > 0 {
-        writeln!(out, "Lines longer than {} bytes, cut: {}", MAX_LINE, summary.cut)?;
+        writeln!(
+            out,
+            "Lines longer than {} bytes, cut: {}",
+            MAX_LINE, summary.cut
+        )?;
     }
     if summary.invalid_utf8 > 0 {
-        writeln!(out, "Lines with invalid UTF-8 (read with U+FFFD): {}", summary.invalid_utf8)?;
+        writeln!(
+            out,
+            "Lines with invalid UTF-8 (read with U+FFFD): {}",
+            summary.invalid_utf8
+        )?;
     }
     Ok(())
 }
@@ -217,7 +253,12 @@ pub fn report(filter: &Filter, summary: &Summary, out: &mut dyn Write) -> std::i
 /// failregex is tried, every line keeps its own time (none if it has none).
 pub fn options(zone: &Zone) -> FilterOptions {
     use chrono::Datelike;
-    FilterOptions { zone: zone.clone(), now_year: Utc::now().year(), check_all: true, undated_is_now: false }
+    FilterOptions {
+        zone: zone.clone(),
+        now_year: Utc::now().year(),
+        check_all: true,
+        undated_is_now: false,
+    }
 }
 
 #[cfg(test)]
@@ -226,10 +267,22 @@ mod tests {
 
     fn run_on(regex: &str, log: &str) -> (String, Summary) {
         let zone = Zone::utc();
-        let def = definition(&FilterSpec::Regex(regex.into()), Some(r"from 192\.0\.2\.99 ")).unwrap();
+        let def = definition(
+            &FilterSpec::Regex(regex.into()),
+            Some(r"from 192\.0\.2\.99 "),
+        )
+        .unwrap();
         let mut filter = Filter::new(&def, options(&zone)).unwrap();
         let mut out = Vec::new();
-        let summary = run(&mut filter, &zone, &mut log.as_bytes(), 1_124_013_600, true, &mut out).unwrap();
+        let summary = run(
+            &mut filter,
+            &zone,
+            &mut log.as_bytes(),
+            1_124_013_600,
+            true,
+            &mut out,
+        )
+        .unwrap();
         (String::from_utf8(out).unwrap(), summary)
     }
 
@@ -239,10 +292,19 @@ mod tests {
                    Aug 14 11:59:59 h sshd[1]: Accepted password for root from 192.0.2.1 port 2 ssh2\n\
                    Aug 14 12:00:00 h sshd[1]: Failed password for x from 192.0.2.99 port 3 ssh2\n\
                    bad \u{fffd} line\n";
-        let (out, s) = run_on(r"Failed password for <F-USER>\S+</F-USER> from <HOST> port", &log);
+        let (out, s) = run_on(
+            r"Failed password for <F-USER>\S+</F-USER> from <HOST> port",
+            &log,
+        );
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0], r#"{"line":1,"host":"192.0.2.1","time":"2005-08-14T11:59:59+00:00","user":"root"}"#);
-        assert_eq!(lines[1], r#"{"lines":4,"matched":1,"ignored":1,"missed":2}"#);
+        assert_eq!(
+            lines[0],
+            r#"{"line":1,"host":"192.0.2.1","time":"2005-08-14T11:59:59+00:00","user":"root"}"#
+        );
+        assert_eq!(
+            lines[1],
+            r#"{"lines":4,"matched":1,"ignored":1,"missed":2}"#
+        );
         assert_eq!((s.lines, s.matched, s.ignored, s.missed), (4, 1, 1, 2));
     }
 
@@ -262,18 +324,34 @@ mod tests {
     #[test]
     fn arguments_resolve_to_files_names_or_regexes() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("mine.conf"), "[Definition]\nfailregex = x <HOST>\n").unwrap();
+        std::fs::write(
+            dir.path().join("mine.conf"),
+            "[Definition]\nfailregex = x <HOST>\n",
+        )
+        .unwrap();
         let dirs = vec![dir.path().to_path_buf()];
         assert_eq!(
             resolve("mine[mode=aggressive]", &dirs).unwrap(),
-            FilterSpec::File { base: dir.path().join("mine"), options: vec![("mode".into(), "aggressive".into())] }
+            FilterSpec::File {
+                base: dir.path().join("mine"),
+                options: vec![("mode".into(), "aggressive".into())]
+            }
         );
         let path = dir.path().join("mine.conf");
         assert_eq!(
             resolve(path.to_str().unwrap(), &[]).unwrap(),
-            FilterSpec::File { base: dir.path().join("mine"), options: vec![] }
+            FilterSpec::File {
+                base: dir.path().join("mine"),
+                options: vec![]
+            }
         );
-        assert_eq!(resolve("^fail <HOST>$", &dirs).unwrap(), FilterSpec::Regex("^fail <HOST>$".into()));
-        assert_eq!(resolve("unknown", &dirs).unwrap(), FilterSpec::Regex("unknown".into()));
+        assert_eq!(
+            resolve("^fail <HOST>$", &dirs).unwrap(),
+            FilterSpec::Regex("^fail <HOST>$".into())
+        );
+        assert_eq!(
+            resolve("unknown", &dirs).unwrap(),
+            FilterSpec::Regex("unknown".into())
+        );
     }
 }

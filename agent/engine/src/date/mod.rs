@@ -36,6 +36,8 @@ const DEFAULT_PATTERNS: [&str; 17] = [
 pub struct DateDetector {
     templates: Vec<(Template, CaptureLocations)>,
     last: Option<(usize, usize)>,
+    /// The last date read: template, text, `now` it was read at, time.
+    cache: Option<(usize, String, i64, Option<f64>)>,
 }
 
 impl std::fmt::Debug for DateDetector {
@@ -119,44 +121,56 @@ impl DateDetector {
         Ok(DateDetector {
             templates,
             last: None,
+            cache: None,
         })
     }
 
     /// The date in `line`: the last template that matched is tried first
     /// and kept if it matches at the same place (or is anchored); otherwise
     /// every template is tried and the match nearest the line's start wins
-    /// (an anchored template at once).
+    /// (an anchored template at once). Consecutive lines often carry the
+    /// same date text; its time is then not computed again.
     pub fn find(&mut self, line: &str, now: i64, zone: &Zone) -> Option<Found> {
+        let mut chosen: Option<(usize, usize, usize)> = None;
         if let Some((i, pos)) = self.last {
             if let Some((t, locs)) = self.templates.get_mut(i) {
-                if let Some(f) = t.find(line, now, zone, locs) {
-                    if t.anchored || f.start == pos || self.templates.len() == 1 {
-                        self.last = Some((i, f.start));
-                        return Some(f);
+                if let Some((s, e)) = t.locate(line, locs) {
+                    if t.anchored || s == pos || self.templates.len() == 1 {
+                        chosen = Some((i, s, e));
                     }
                 }
             }
         }
-        let mut best: Option<(usize, Found)> = None;
-        for (i, (t, locs)) in self.templates.iter_mut().enumerate() {
-            let Some(f) = t.find(line, now, zone, locs) else {
-                continue;
-            };
-            if t.anchored {
-                best = Some((i, f));
-                break;
-            }
-            if best.as_ref().is_none_or(|(_, b)| f.start < b.start) {
-                let at_start = f.start == 0;
-                best = Some((i, f));
-                if at_start {
+        if chosen.is_none() {
+            for (i, (t, locs)) in self.templates.iter_mut().enumerate() {
+                let Some((s, e)) = t.locate(line, locs) else {
+                    continue;
+                };
+                if t.anchored {
+                    chosen = Some((i, s, e));
                     break;
+                }
+                if chosen.is_none_or(|(_, b, _)| s < b) {
+                    chosen = Some((i, s, e));
+                    if s == 0 {
+                        break;
+                    }
                 }
             }
         }
-        let (i, f) = best?;
-        self.last = Some((i, f.start));
-        Some(f)
+        let (i, start, end) = chosen?;
+        self.last = Some((i, start));
+        let text = line.get(start..end).unwrap_or("");
+        let time = match &self.cache {
+            Some((ci, ctext, cnow, t)) if *ci == i && ctext == text && *cnow == now => *t,
+            _ => {
+                let (t, locs) = &self.templates[i];
+                let time = t.time(line, locs, now, zone);
+                self.cache = Some((i, text.to_owned(), now, time));
+                time
+            }
+        };
+        Some(Found { start, end, time })
     }
 
     pub fn template_names(&self) -> Vec<&str> {

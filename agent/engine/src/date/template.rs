@@ -220,22 +220,21 @@ impl Template {
         Some(Template::new(&format!("{{^LN-BEG}}{pattern}"), now_year))
     }
 
-    /// Looks for the date in `line`.
-    pub fn find(
-        &self,
-        line: &str,
-        now: i64,
-        zone: &Zone,
-        locs: &mut CaptureLocations,
-    ) -> Option<Found> {
+    /// Where the date is in `line` (the span of its text), leaving the
+    /// captured fields in `locs` for [`Template::time`].
+    pub fn locate(&self, line: &str, locs: &mut CaptureLocations) -> Option<(usize, usize)> {
         let m = self
             .regex
             .captures_read(locs, line.as_bytes())
             .ok()
             .flatten()?;
-        let (start, end) = locs.get(1).unwrap_or((m.start(), m.end()));
+        Some(locs.get(1).unwrap_or((m.start(), m.end())))
+    }
+
+    /// The time of the date [`Template::locate`] found.
+    pub fn time(&self, line: &str, locs: &CaptureLocations, now: i64, zone: &Zone) -> Option<f64> {
         let text = |i: usize| locs.get(i).and_then(|(s, e)| line.get(s..e));
-        let time = match self.reader {
+        match self.reader {
             Reader::Fields => {
                 let fields = Fields {
                     values: self
@@ -251,8 +250,23 @@ impl Template {
                 .and_then(|v| v.get(2..17))
                 .and_then(|hex| i64::from_str_radix(hex, 16).ok())
                 .map(|s| s as f64),
-        };
-        Some(Found { start, end, time })
+        }
+    }
+
+    /// Looks for the date in `line`.
+    pub fn find(
+        &self,
+        line: &str,
+        now: i64,
+        zone: &Zone,
+        locs: &mut CaptureLocations,
+    ) -> Option<Found> {
+        let (start, end) = self.locate(line, locs)?;
+        Some(Found {
+            start,
+            end,
+            time: self.time(line, locs, now, zone),
+        })
     }
 
     pub fn capture_locations(&self) -> CaptureLocations {

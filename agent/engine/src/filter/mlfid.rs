@@ -4,15 +4,16 @@
 //! (`mlfforget`) ends the id's record, pending lines wait for an address.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-
-use super::regex::TupleLine;
+use std::sync::Arc;
 
 /// What is known about one failure being assembled.
 #[derive(Debug, Clone, Default)]
 pub struct FailData {
-    pub groups: BTreeMap<String, String>,
-    pub matches: Vec<TupleLine>,
-    pub nofail_matches: Vec<TupleLine>,
+    pub groups: BTreeMap<Arc<str>, String>,
+    /// Lines that make up the failure.
+    pub matches: usize,
+    /// Lines held back while the failure was not (yet) one.
+    pub nofail_matches: usize,
     pub users: Option<BTreeSet<String>>,
     pub pending: bool,
     /// The address, when the failure id is something else (`<F-ID>`).
@@ -99,13 +100,7 @@ impl MlfidCache {
     }
 
     /// Merges a new line's failure `fail` for `id` with what is known.
-    pub fn merge(
-        &mut self,
-        id: &str,
-        mut fail: FailData,
-        matched: &[TupleLine],
-        now: i64,
-    ) -> Merged {
+    pub fn merge(&mut self, id: &str, mut fail: FailData, matched: usize, now: i64) -> Merged {
         const NOFAIL: u8 = 1;
         const FORGET: u8 = 2;
         const WAS_NOFAIL: u8 = 4;
@@ -115,7 +110,7 @@ impl MlfidCache {
             flags |= GAINED | NOFAIL;
             if !fail.truthy("nofail") {
                 let g = fail.groups.get("mlfgained").cloned().unwrap_or_default();
-                fail.groups.insert("nofail".into(), g);
+                fail.groups.insert(Arc::from("nofail"), g);
             }
         } else if fail.truthy("nofail") {
             flags |= NOFAIL;
@@ -151,11 +146,11 @@ impl MlfidCache {
                 known.pending = false;
             }
             if flags & WAS_NOFAIL == 0 && !known.pending {
-                known.matches.clear();
+                known.matches = 0;
             }
             known.groups.extend(fail.groups);
-            known.matches.extend(fail.matches);
-            known.nofail_matches.extend(fail.nofail_matches);
+            known.matches += fail.matches;
+            known.nofail_matches += fail.nofail_matches;
             if fail.ip.is_some() {
                 known.ip = fail.ip;
             }
@@ -188,14 +183,13 @@ impl MlfidCache {
             flags &= !(GAINED | NOFAIL);
         }
         if flags & NOFAIL == 0 {
-            let mut m = std::mem::take(&mut data.nofail_matches);
-            m.append(&mut data.matches);
+            let mut m = std::mem::take(&mut data.nofail_matches) + data.matches;
             if flags & GAINED == 0 {
-                m.extend_from_slice(matched);
+                m += matched;
             }
             data.matches = m;
         } else if flags & (NOFAIL | FORGET) == NOFAIL {
-            data.nofail_matches.extend_from_slice(matched);
+            data.nofail_matches += matched;
         }
         merged
     }

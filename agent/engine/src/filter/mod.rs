@@ -11,6 +11,7 @@ mod regex;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use self::mlfid::FailData;
 use self::mlfid::{Merged, MlfidCache};
@@ -99,14 +100,14 @@ pub struct Failure {
     /// Unix seconds; `None` when the line had no date.
     pub time: Option<f64>,
     pub user: Option<String>,
-    /// Every user seen in one multi-line failure.
+    /// Every user seen in one multi-line failure (with `check_all`).
     pub users: Vec<String>,
     /// Lines that make up the failure.
     pub attempts: usize,
     /// A line that is part of a failure but is not one itself.
     pub nofail: bool,
+    /// Every named group (with `check_all`).
     pub groups: BTreeMap<String, String>,
-    pub lines: Vec<String>,
 }
 
 impl Failure {
@@ -147,8 +148,10 @@ pub struct Filter {
     dates: DateDetector,
     options: FilterOptions,
     buffer: Vec<TupleLine>,
+    org: Vec<TupleLine>,
     text: String,
-    last_date: Option<(String, f64)>,
+    scratch: String,
+    last_date: Option<f64>,
     mlfid: MlfidCache,
 }
 
@@ -200,7 +203,9 @@ impl Filter {
             dates,
             options,
             buffer: Vec::new(),
+            org: Vec::new(),
             text: String::new(),
+            scratch: String::new(),
             last_date: None,
             mlfid: MlfidCache::default(),
         })
@@ -218,87 +223,63 @@ impl Filter {
     /// without a year or day and stands in for a missing date.
     pub fn process_line(&mut self, line: &str, now: i64) -> LineResult {
         let mut date = None;
-        let tuple = match self.dates.find(line, now, &self.options.zone) {
-            Some(found) => {
-                let text = &line[found.start..found.end];
-                let tuple = TupleLine {
-                    pre: line[..found.start].to_owned(),
-                    date: text.to_owned(),
-                    post: line[found.end..].to_owned(),
-                };
-                if !text.is_empty() {
-                    if let Some(t) = found.time {
-                        date = Some(t);
-                        self.last_date = Some((text.to_owned(), t));
-                    }
-                    tuple
-                } else if let Some((last_text, t)) = self.recent_date(now) {
+        let mut span = 0..0;
+        if let Some(found) = self.dates.find(line, now, &self.options.zone) {
+            if found.end > found.start {
+                span = found.start..found.end;
+                if let Some(t) = found.time {
                     date = Some(t);
-                    TupleLine {
-                        pre: String::new(),
-                        date: last_text,
-                        post: line.to_owned(),
-                    }
-                } else {
-                    date = Some(now as f64);
-                    tuple
+                    self.last_date = Some(t);
                 }
+            } else if let Some(t) = self.recent_date(now) {
+                date = Some(t);
+            } else {
+                date = Some(now as f64);
             }
-            None => TupleLine {
-                pre: String::new(),
-                date: String::new(),
-                post: line.to_owned(),
-            },
-        };
-        let mut tuple = tuple;
+        }
         if date.is_none() {
-            if let Some((last_text, t)) = self.recent_date(now) {
-                tuple = TupleLine {
-                    pre: String::new(),
-                    date: last_text,
-                    post: line.to_owned(),
-                };
+            if let Some(t) = self.recent_date(now) {
                 date = Some(t);
             } else if self.options.undated_is_now {
                 date = Some(now as f64);
             }
         }
-        self.find_failure(tuple, date, now)
+        self.find_failure(line, span, date, now)
     }
 
     /// A line whose time is already known (e.g. from the journal).
     pub fn process_dated(&mut self, line: &str, time: f64, now: i64) -> LineResult {
-        self.last_date = Some((String::new(), time));
-        let tuple = TupleLine {
-            pre: String::new(),
-            date: String::new(),
-            post: line.to_owned(),
-        };
-        self.find_failure(tuple, Some(time), now)
+        self.last_date = Some(time);
+        self.find_failure(line, 0..0, Some(time), now)
     }
 
-    fn recent_date(&self, now: i64) -> Option<(String, f64)> {
-        self.last_date
-            .clone()
-            .filter(|(_, t)| *t > (now - 60) as f64)
+    fn recent_date(&self, now: i64) -> Option<f64> {
+        self.last_date.filter(|t| *t > (now - 60) as f64)
     }
 
+    /// Whether an ignoreregex matches: the whole buffer, or (multi-line)
+    /// the lines a failregex matched.
     fn ignored(&mut self, hit: Option<&Hit>, org: &[TupleLine]) -> bool {
         let (buf, lines) = match hit {
             Some(h) if self.maxlines > 1 => {
+                let lines = h.matched(org);
                 let mut b = String::new();
-                buffer_text(&h.matched, &mut b);
-                (b, h.matched.clone())
+                buffer_text(&lines, &mut b);
+                (std::borrow::Cow::Owned(b), std::borrow::Cow::Owned(lines))
             }
-            _ => (self.text.clone(), org.to_vec()),
+            _ => (
+                std::borrow::Cow::Borrowed(self.text.as_str()),
+                std::borrow::Cow::Borrowed(org),
+            ),
         };
         let mut found = false;
+        let mut unmatched = None;
         for ig in &mut self.ignore {
             if ig.search(&buf, &lines).is_some() {
                 found = true;
                 if !self.options.check_all || self.maxlines > 1 {
                     if let Some(h) = hit {
-                        self.buffer = h.unmatched.clone();
+                        unmatched = Some(h.unmatched(org));
                     }
                 }
                 if !self.options.check_all {
@@ -306,43 +287,78 @@ impl Filter {
                 }
             }
         }
+        if let Some(u) = unmatched {
+            self.buffer = u;
+        }
         found
     }
 
-    fn find_failure(&mut self, tuple: TupleLine, date: Option<f64>, now: i64) -> LineResult {
-        let mut result = LineResult::default();
+    fn find_failure(
+        &mut self,
+        line: &str,
+        span: std::ops::Range<usize>,
+        date: Option<f64>,
+        now: i64,
+    ) -> LineResult {
+        // The lines as buffered before this line's processing changes them;
+        // for one-line filters the same allocation serves every line.
+        let mut org = std::mem::take(&mut self.org);
         if self.maxlines > 1 {
-            self.buffer.push(tuple);
+            self.buffer.push(TupleLine {
+                text: line.to_owned(),
+                date: span,
+            });
             let excess = self.buffer.len().saturating_sub(self.maxlines);
             self.buffer.drain(..excess);
+            org.clone_from(&self.buffer);
         } else {
             self.buffer.clear();
-            self.buffer.push(tuple);
+            if org.len() != 1 {
+                org.clear();
+                org.push(TupleLine::default());
+            }
+            org[0].text.clear();
+            org[0].text.push_str(line);
+            org[0].date = span;
         }
-        let org = self.buffer.clone();
-        buffer_text(&self.buffer, &mut self.text);
+        let result = self.find_in(&org, date, now);
+        self.org = org;
+        result
+    }
+
+    fn find_in(&mut self, org: &[TupleLine], date: Option<f64>, now: i64) -> LineResult {
+        let mut result = LineResult::default();
+        buffer_text(org, &mut self.text);
+        // Whether `self.text` must be rebuilt from `self.buffer`.
         let mut stale = false;
 
         if !self.ignore.is_empty()
             && (self.ignore.len() as isize) < self.fail.len() as isize - 2
-            && self.ignored(None, &org)
+            && self.ignored(None, org)
         {
             result.ignored = true;
             return result;
         }
-        let mut pre_groups = BTreeMap::new();
+        let mut pre_groups: BTreeMap<Arc<str>, String> = BTreeMap::new();
         if let Some(pref) = self.prefregex.as_mut() {
-            let Some(hit) = pref.search(&self.text, &org) else {
+            let Some(hit) = pref.search(&self.text, org) else {
                 return result;
             };
-            pre_groups = hit.groups;
-            if let Some(content) = pre_groups.remove("content").filter(|c| !c.is_empty()) {
-                self.buffer = vec![TupleLine {
-                    pre: String::new(),
-                    date: String::new(),
-                    post: content,
-                }];
-                stale = true;
+            for (name, s, e) in &hit.groups {
+                if &**name != "content" {
+                    pre_groups.insert(name.clone(), self.text.get(*s..*e).unwrap_or("").to_owned());
+                }
+            }
+            if let Some(content) = hit.group(&self.text, "content").filter(|c| !c.is_empty()) {
+                if self.maxlines > 1 {
+                    self.buffer = vec![TupleLine::undated(content.to_owned())];
+                    stale = true;
+                } else {
+                    self.scratch.clear();
+                    self.scratch.push_str(content);
+                    self.scratch.push('\n');
+                    std::mem::swap(&mut self.text, &mut self.scratch);
+                }
             }
         }
         let mut checked = false;
@@ -359,11 +375,11 @@ impl Filter {
             if !self.candidates.get(i).copied().unwrap_or(true) {
                 continue;
             }
-            let Some(hit) = self.fail[i].search(&self.text, &org) else {
+            let Some(hit) = self.fail[i].search(&self.text, org) else {
                 continue;
             };
             result.matched = true;
-            if !self.ignore.is_empty() && self.ignored(Some(&hit), &org) {
+            if !self.ignore.is_empty() && self.ignored(Some(&hit), org) {
                 result.ignored = true;
                 stale = true;
                 if !self.options.check_all {
@@ -371,12 +387,15 @@ impl Filter {
                 }
                 continue;
             }
+            let mut groups = pre_groups.clone();
+            for (name, s, e) in &hit.groups {
+                groups.insert(name.clone(), self.text.get(*s..*e).unwrap_or("").to_owned());
+            }
             if !self.options.check_all || self.maxlines > 1 {
-                self.buffer = hit.unmatched.clone();
+                self.buffer = hit.unmatched(org);
                 stale = true;
             }
-            let mut groups = pre_groups.clone();
-            groups.extend(hit.groups.clone());
+            let matched = hit.matched_count();
             let mlfid = groups.get("mlfid").cloned();
             let fail = FailData {
                 groups,
@@ -384,7 +403,7 @@ impl Filter {
             };
             let merged = match &mlfid {
                 Some(id) => {
-                    let m = self.mlfid.merge(id, fail, &hit.matched, now);
+                    let m = self.mlfid.merge(id, fail, matched, now);
                     let nofail = match &m {
                         Merged::Cached(k) => {
                             self.mlfid.get_mut(k).is_some_and(|d| d.truthy("nofail"))
@@ -396,11 +415,10 @@ impl Filter {
                     }
                     m
                 }
-                None => {
-                    let mut f = fail;
-                    f.matches.extend(hit.matched.iter().cloned());
-                    Merged::Owned(f)
-                }
+                None => Merged::Owned(FailData {
+                    matches: matched,
+                    ..fail
+                }),
             };
             let (mut owned, key) = match merged {
                 Merged::Owned(d) => (Some(d), None),
@@ -413,61 +431,13 @@ impl Filter {
             }) else {
                 continue;
             };
-            let fid = data.groups.get("fid").cloned();
-            let (id, kind, cidr) = if let Some(ip) = data.groups.get("ip4").cloned() {
-                (
-                    Some(ip),
-                    HostKind::Ip4,
-                    data.groups.get("cidr").and_then(|c| c.parse().ok()),
-                )
-            } else if let Some(ip) = data.groups.get("ip6").cloned() {
-                (
-                    Some(ip),
-                    HostKind::Ip6,
-                    data.groups.get("cidr").and_then(|c| c.parse().ok()),
-                )
-            } else if let Some(name) = data.groups.get("dns").cloned() {
-                (Some(name), HostKind::Name, None)
-            } else {
-                (fid.clone(), HostKind::Id, None)
-            };
-            let host = match id {
-                None => {
-                    data.pending = true;
-                    if !self.options.check_all {
-                        return result;
-                    }
-                    None
-                }
-                Some(ip) => match &fid {
-                    Some(f) if *f != ip && kind != HostKind::Id => {
-                        data.ip = Some(ip);
-                        Some(f.clone())
-                    }
-                    _ => Some(ip),
-                },
-            };
-            let kind = if host.is_some() && data.ip.is_some() && fid.is_some() {
-                HostKind::Id
-            } else {
-                kind
-            };
-            let host = host.map(|h| normalise_host(h, kind, cidr));
-            let users = data.all_users();
-            result.failures.push(Failure {
-                regex: i,
-                host,
-                kind,
-                cidr,
-                ip: data.ip.clone(),
-                time: date,
-                user: data.groups.get("user").cloned(),
-                users,
-                attempts: data.matches.len(),
-                nofail: data.truthy("nofail"),
-                groups: data.groups.clone(),
-                lines: data.matches.iter().map(TupleLine::full).collect(),
-            });
+            let failure = failure_of(i, data, date, self.options.check_all);
+            // A failure still waiting for its address is reported only when
+            // every regex is checked (as fail2ban's test tools do).
+            if failure.host.is_none() && !self.options.check_all {
+                return result;
+            }
+            result.failures.push(failure);
             if !self.options.check_all {
                 break;
             }
@@ -483,6 +453,92 @@ impl Filter {
     /// Multi-line failures being assembled now (bounded).
     pub fn pending(&self) -> usize {
         self.mlfid.len()
+    }
+}
+
+/// The failure `data` describes; without a host (and marked pending) while
+/// a multi-line failure waits for its address.
+fn failure_of(regex: usize, data: &mut FailData, time: Option<f64>, details: bool) -> Failure {
+    let fid = data.groups.get("fid").cloned();
+    let (id, kind, cidr) = if let Some(ip) = data.groups.get("ip4") {
+        (
+            Some(ip.clone()),
+            HostKind::Ip4,
+            data.groups.get("cidr").and_then(|c| c.parse().ok()),
+        )
+    } else if let Some(ip) = data.groups.get("ip6") {
+        (
+            Some(ip.clone()),
+            HostKind::Ip6,
+            data.groups.get("cidr").and_then(|c| c.parse().ok()),
+        )
+    } else if let Some(name) = data.groups.get("dns") {
+        (Some(name.clone()), HostKind::Name, None)
+    } else {
+        (fid.clone(), HostKind::Id, None)
+    };
+    let host = match id {
+        None => {
+            data.pending = true;
+            return Failure {
+                regex,
+                host: None,
+                kind,
+                cidr,
+                ip: None,
+                time,
+                user: data.groups.get("user").cloned(),
+                users: if details {
+                    data.all_users()
+                } else {
+                    Vec::new()
+                },
+                attempts: data.matches,
+                nofail: data.truthy("nofail"),
+                groups: details_of(data, details),
+            };
+        }
+        Some(ip) => match &fid {
+            Some(f) if *f != ip && kind != HostKind::Id => {
+                data.ip = Some(ip);
+                f.clone()
+            }
+            _ => ip,
+        },
+    };
+    let kind = if data.ip.is_some() && fid.is_some() {
+        HostKind::Id
+    } else {
+        kind
+    };
+    Failure {
+        regex,
+        host: Some(normalise_host(host, kind, cidr)),
+        kind,
+        cidr,
+        ip: data.ip.clone(),
+        time,
+        user: data.groups.get("user").cloned(),
+        users: if details {
+            data.all_users()
+        } else {
+            Vec::new()
+        },
+        attempts: data.matches,
+        nofail: data.truthy("nofail"),
+        groups: details_of(data, details),
+    }
+}
+
+/// Every named group, for tools that show them (not on the agent's path).
+fn details_of(data: &FailData, details: bool) -> BTreeMap<String, String> {
+    if details {
+        data.groups
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    } else {
+        BTreeMap::new()
     }
 }
 

@@ -34,7 +34,12 @@ impl Prefilter {
         let set = if loose.is_empty() {
             None
         } else {
-            match RegexSetBuilder::new(&loose).multi_line(multiline).size_limit(64 << 20).dfa_size_limit(16 << 20).build() {
+            match RegexSetBuilder::new(&loose)
+                .multi_line(multiline)
+                .size_limit(64 << 20)
+                .dfa_size_limit(16 << 20)
+                .build()
+            {
                 Ok(s) => Some(s),
                 Err(_) => {
                     always.append(&mut entries);
@@ -43,7 +48,12 @@ impl Prefilter {
                 }
             }
         };
-        Prefilter { set, entries, always, count: patterns.len() }
+        Prefilter {
+            set,
+            entries,
+            always,
+            count: patterns.len(),
+        }
     }
 
     /// Which failregexes may match `text`.
@@ -90,9 +100,11 @@ pub fn loosen(p: &str, multiline: bool) -> Option<String> {
                 let n = *chars.get(i + 1)?;
                 let s: String = match n {
                     '1'..='9' => "(?s:.*?)".into(),
-                    '0' | 'Q' | 'E' | 'K' | 'R' | 'h' | 'H' | 'v' | 'V' | 'X' | 'C' | 'G' | 'g' | 'k' | 'N' | 'o' | 'c' => return None,
+                    '0' | 'Q' | 'E' | 'K' | 'R' | 'h' | 'H' | 'v' | 'V' | 'X' | 'C' | 'G' | 'g'
+                    | 'k' | 'N' | 'o' | 'c' => return None,
                     'Z' => r"(?:\n?\z)".into(),
-                    'z' | 'A' | 'b' | 'B' | 'd' | 'D' | 'w' | 'W' | 's' | 'S' | 'n' | 't' | 'r' | 'f' | 'a' | 'e' | 'p' | 'P' | 'x' => {
+                    'z' | 'A' | 'b' | 'B' | 'd' | 'D' | 'w' | 'W' | 's' | 'S' | 'n' | 't' | 'r'
+                    | 'f' | 'a' | 'e' | 'p' | 'P' | 'x' => {
                         // `\p{..}`, `\x{..}` and `\xHH` carry their argument.
                         let mut s = format!("\\{n}");
                         if matches!(n, 'p' | 'P' | 'x') && chars.get(i + 2) == Some(&'{') {
@@ -122,7 +134,11 @@ pub fn loosen(p: &str, multiline: bool) -> Option<String> {
                 if rest.starts_with("(*") {
                     return None;
                 }
-                if rest.starts_with("(?=") || rest.starts_with("(?!") || rest.starts_with("(?<=") || rest.starts_with("(?<!") {
+                if rest.starts_with("(?=")
+                    || rest.starts_with("(?!")
+                    || rest.starts_with("(?<=")
+                    || rest.starts_with("(?<!")
+                {
                     stack.push(true);
                     dropping += 1;
                     i += if rest.starts_with("(?<") { 4 } else { 3 };
@@ -139,7 +155,11 @@ pub fn loosen(p: &str, multiline: bool) -> Option<String> {
                     stack.push(false);
                     emit(&mut out, dropping, "(?:");
                     i += 3 + close + 1;
-                } else if rest.starts_with("(?P<") || (rest.starts_with("(?<") && !rest.starts_with("(?<=") && !rest.starts_with("(?<!")) {
+                } else if rest.starts_with("(?P<")
+                    || (rest.starts_with("(?<")
+                        && !rest.starts_with("(?<=")
+                        && !rest.starts_with("(?<!"))
+                {
                     let close = chars[i..].iter().position(|c| *c == '>')?;
                     stack.push(false);
                     emit(&mut out, dropping, "(?:");
@@ -151,7 +171,9 @@ pub fn loosen(p: &str, multiline: bool) -> Option<String> {
                 } else if rest.starts_with("(?") {
                     // Flags: `(?i)`, `(?i:`, `(?:`.
                     let mut j = i + 2;
-                    while j < chars.len() && chars[j].is_ascii_alphabetic() || chars.get(j) == Some(&'-') {
+                    while j < chars.len() && chars[j].is_ascii_alphabetic()
+                        || chars.get(j) == Some(&'-')
+                    {
                         if !"imsx-".contains(chars[j]) {
                             return None;
                         }
@@ -266,15 +288,23 @@ mod tests {
     use super::*;
 
     fn both(pcre: &str, text: &str) -> (bool, bool) {
-        let exact = crate::fail2ban::regex::compile(pcre, false).unwrap().is_match(text.as_bytes()).unwrap();
-        let loose = regex::Regex::new(&loosen(pcre, false).unwrap()).unwrap().is_match(text);
+        let exact = crate::fail2ban::regex::compile(pcre, false)
+            .unwrap()
+            .is_match(text.as_bytes())
+            .unwrap();
+        let loose = regex::Regex::new(&loosen(pcre, false).unwrap())
+            .unwrap()
+            .is_match(text);
         (exact, loose)
     }
 
     #[test]
     fn loosened_patterns_match_a_superset() {
         let cases = [
-            (r"^Failed (?!publickey)\S+ for (?P<user>\S+) from (?P<ip>\d+\.\d+)$", "Failed password for x from 1.2\n"),
+            (
+                r"^Failed (?!publickey)\S+ for (?P<user>\S+) from (?P<ip>\d+\.\d+)$",
+                "Failed password for x from 1.2\n",
+            ),
             (r"^(?P<a>x)?(?(a)y|z)$", "xz\n"),
             (r"^(?P<s>[-/])a(?P=s)b$", "-a/b\n"),
             (r"^[[\]]x[a&&b]\Z", "[x&\n"),
@@ -283,7 +313,10 @@ mod tests {
         ];
         for (p, t) in cases {
             let (exact, loose) = both(p, t);
-            assert!(loose || !exact, "{p} on {t:?}: exact {exact}, loose {loose}");
+            assert!(
+                loose || !exact,
+                "{p} on {t:?}: exact {exact}, loose {loose}"
+            );
             assert!(loose, "{p} should loosely match {t:?}");
         }
         assert!(!both(r"^abc$", "abd\n").1);

@@ -1,7 +1,7 @@
 //! One compiled filter regex and what a search of it found: the named
 //! groups, and which buffered lines the match spanned.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use pcre2::bytes::{CaptureLocations, Regex};
 
@@ -10,22 +10,31 @@ use crate::fail2ban::Located;
 
 use super::FilterError;
 
-/// A line split around its date: text before, the date, text after.
+/// A line and where its date is: the date is cut out before matching.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TupleLine {
-    pub pre: String,
-    pub date: String,
-    pub post: String,
+    pub text: String,
+    pub date: std::ops::Range<usize>,
 }
 
 impl TupleLine {
-    /// The line as matched: without its date.
-    pub fn matched_text(&self) -> String {
-        format!("{}{}", self.pre, self.post)
+    pub fn undated(text: String) -> Self {
+        TupleLine { text, date: 0..0 }
     }
 
-    pub fn full(&self) -> String {
-        format!("{}{}{}", self.pre, self.date, self.post)
+    /// The text before the date.
+    pub fn pre(&self) -> &str {
+        self.text.get(..self.date.start).unwrap_or("")
+    }
+
+    /// The text after the date.
+    pub fn post(&self) -> &str {
+        self.text.get(self.date.end..).unwrap_or("")
+    }
+
+    /// The line as matched: without its date.
+    pub fn matched_text(&self) -> String {
+        format!("{}{}", self.pre(), self.post())
     }
 }
 
@@ -36,8 +45,8 @@ pub fn buffer_text(lines: &[TupleLine], out: &mut String) {
         if i > 0 {
             out.push('\n');
         }
-        out.push_str(&l.pre);
-        out.push_str(&l.post);
+        out.push_str(l.pre());
+        out.push_str(l.post());
     }
     out.push('\n');
 }
@@ -47,7 +56,7 @@ pub struct FilterRegex {
     pub pattern: String,
     re: Regex,
     locs: CaptureLocations,
-    names: Vec<(usize, String)>,
+    names: Vec<(usize, Arc<str>)>,
     skiplines: Vec<usize>,
     pub source: Located,
 }
@@ -60,13 +69,47 @@ impl std::fmt::Debug for FilterRegex {
     }
 }
 
-/// The outcome of one successful search.
+/// The outcome of one successful search: spans in the searched text, and
+/// which buffered lines the match spanned.
 #[derive(Debug, Clone, Default)]
 pub struct Hit {
-    /// Named groups that took part in the match.
-    pub groups: BTreeMap<String, String>,
-    pub matched: Vec<TupleLine>,
-    pub unmatched: Vec<TupleLine>,
+    /// (group name, start, end) of named groups that took part.
+    pub groups: Vec<(Arc<str>, usize, usize)>,
+    /// Buffered lines `first..last` were spanned, less `skipped`.
+    pub first: usize,
+    pub last: usize,
+    pub skipped: Vec<usize>,
+}
+
+impl Hit {
+    pub fn group<'t>(&self, text: &'t str, name: &str) -> Option<&'t str> {
+        self.groups
+            .iter()
+            .find(|(n, _, _)| &**n == name)
+            .and_then(|(_, s, e)| text.get(*s..*e))
+    }
+
+    /// How many buffered lines make up the match.
+    pub fn matched_count(&self) -> usize {
+        self.last
+            .saturating_sub(self.first)
+            .saturating_sub(self.skipped.len())
+    }
+
+    /// The buffered lines the match did not use, in order.
+    pub fn unmatched(&self, org: &[TupleLine]) -> Vec<TupleLine> {
+        let mut out: Vec<TupleLine> = org.iter().take(self.first).cloned().collect();
+        out.extend(self.skipped.iter().filter_map(|i| org.get(*i).cloned()));
+        out.extend(org.iter().skip(self.last).cloned());
+        out
+    }
+
+    pub fn matched(&self, org: &[TupleLine]) -> Vec<TupleLine> {
+        (self.first..self.last.min(org.len()))
+            .filter(|i| !self.skipped.contains(i))
+            .filter_map(|i| org.get(i).cloned())
+            .collect()
+    }
 }
 
 impl FilterRegex {
@@ -82,11 +125,11 @@ impl FilterRegex {
         }
         let re = compile(&pattern, multiline)
             .map_err(|e| FilterError::located(source, index, e.offset, e.message))?;
-        let names: Vec<(usize, String)> = re
+        let names: Vec<(usize, Arc<str>)> = re
             .capture_names()
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n.clone())))
+            .filter_map(|(i, n)| n.as_deref().map(|n| (i, Arc::from(n))))
             .collect();
         let skiplines = names
             .iter()
@@ -105,11 +148,10 @@ impl FilterRegex {
     }
 
     pub fn has_group(&self, name: &str) -> bool {
-        self.names.iter().any(|(_, n)| n == name)
+        self.names.iter().any(|(_, n)| &**n == name)
     }
 
-    /// Searches `buf` (built from `lines`); on a match, reports which of
-    /// `org` (the lines as buffered) it spanned.
+    /// Searches `buf` (built from the buffered lines `org`).
     pub fn search(&mut self, buf: &str, org: &[TupleLine]) -> Option<Hit> {
         let m = self
             .re
@@ -117,34 +159,34 @@ impl FilterRegex {
             .ok()
             .flatten()?;
         let (start, end) = (m.start(), m.end());
-        let mut groups = BTreeMap::new();
+        let mut groups = Vec::with_capacity(self.names.len());
         for (i, name) in &self.names {
             if let Some((s, e)) = self.locs.get(*i) {
-                if let Some(v) = buf.get(s..e) {
-                    groups.insert(name.clone(), v.to_owned());
-                }
+                groups.push((name.clone(), s, e));
             }
         }
         // Alternative names (`alt_user`) stand in for a missing value.
-        let alts: Vec<(String, String)> = groups
-            .iter()
-            .filter_map(|(k, v)| {
-                let base = k.strip_prefix("alt_")?;
-                let base = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
-                let base = crate::fail2ban::regex::capture_name(&base.to_uppercase());
-                Some((base, v.clone()))
-            })
-            .collect();
-        for (k, v) in alts {
-            if !v.is_empty() && groups.get(&k).is_none_or(String::is_empty) {
-                groups.insert(k, v);
+        let mut alts = Vec::new();
+        for (k, s, e) in &groups {
+            let Some(base) = k.strip_prefix("alt_") else {
+                continue;
+            };
+            let base = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
+            let base = crate::fail2ban::regex::capture_name(&base.to_uppercase());
+            if e > s && groups.iter().all(|(n, gs, ge)| **n != *base || ge == gs) {
+                alts.push((base, *s, *e));
             }
+        }
+        for (base, s, e) in alts {
+            groups.retain(|(n, _, _)| **n != *base);
+            groups.push((Arc::from(base.as_str()), s, e));
         }
         if org.len() <= 1 {
             return Some(Hit {
                 groups,
-                matched: org.to_vec(),
-                unmatched: Vec::new(),
+                first: 0,
+                last: org.len(),
+                skipped: Vec::new(),
             });
         }
         let line_start = buf[..(start + 1).min(buf.len())]
@@ -154,36 +196,29 @@ impl FilterRegex {
             .find('\n')
             .map_or(buf.len(), |p| end.saturating_sub(1) + p + 1);
         let first = buf[..line_start].matches('\n').count();
-        let last = buf[..line_end].matches('\n').count();
-        let mut matched: Vec<TupleLine> = org
-            .get(first..last.min(org.len()))
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
-        let mut unmatched: Vec<TupleLine> = org
-            .get(..first.min(org.len()))
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
+        let last = buf[..line_end].matches('\n').count().min(org.len());
         // Lines skipped by <SKIPLINES> are not part of the failure.
-        let skipped: Vec<String> = self
+        let skipped_text: Vec<&str> = self
             .skiplines
             .iter()
             .filter_map(|i| self.locs.get(*i).and_then(|(s, e)| buf.get(s..e)))
-            .flat_map(|s| s.lines().map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(str::lines)
             .collect();
-        let mut n = 0;
-        for s in skipped {
-            if let Some(pos) = matched[n..].iter().position(|l| l.matched_text() == s) {
-                unmatched.push(matched.remove(n + pos));
-                n += pos;
+        let mut skipped = Vec::new();
+        let mut n = first;
+        for s in skipped_text {
+            if let Some(pos) =
+                (n..last).find(|i| !skipped.contains(i) && org[*i].matched_text() == s)
+            {
+                skipped.push(pos);
+                n = pos;
             }
-        }
-        if let Some(rest) = org.get(last..) {
-            unmatched.extend_from_slice(rest);
         }
         Some(Hit {
             groups,
-            matched,
-            unmatched,
+            first,
+            last,
+            skipped,
         })
     }
 }
