@@ -294,7 +294,7 @@ mod tests {
                    bad \u{fffd} line\n";
         let (out, s) = run_on(
             r"Failed password for <F-USER>\S+</F-USER> from <HOST> port",
-            &log,
+            log,
         );
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
