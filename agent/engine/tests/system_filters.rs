@@ -84,3 +84,27 @@ fn every_shipped_filter_loads_and_compiles() {
     );
     assert!(names.len() > 80, "{} filters", names.len());
 }
+
+#[test]
+fn the_system_jail_configuration_loads() {
+    let dir = Path::new("/etc/fail2ban");
+    if !dir.join("jail.conf").is_file() {
+        if std::env::var("FLEETBAN_TEST_STRICT").is_ok_and(|v| v == "1") {
+            panic!("/etc/fail2ban/jail.conf missing and FLEETBAN_TEST_STRICT=1");
+        }
+        eprintln!("skipped the_system_jail_configuration_loads: fail2ban is not installed");
+        return;
+    }
+    let jails = fleetban_engine::fail2ban::read_jails(&Fs, dir).expect("jail.conf loads");
+    assert!(jails.len() > 50, "{} jails", jails.len());
+    let sshd = jails
+        .iter()
+        .find(|j| j.name == "sshd")
+        .expect("an sshd jail");
+    assert_eq!(sshd.port.as_deref(), Some("ssh"));
+    // Debian enables sshd in jail.d/defaults-debian.conf.
+    if sshd.enabled {
+        let filter = sshd.filter.as_ref().expect("sshd's filter is read");
+        assert!(filter.failregex.len() > 10);
+    }
+}
