@@ -7,6 +7,7 @@ pub mod blocklist;
 pub mod config;
 pub mod detect;
 pub mod enforce;
+pub mod fail2ban_import;
 pub mod firewall;
 pub mod fsfiles;
 pub mod link;
