@@ -1,19 +1,47 @@
 //! A fast first pass over the failregexes: each is loosened into a pattern
 //! for the `regex` crate (look-arounds dropped, conditionals turned into
 //! alternatives, back references into wildcards) that matches at least
-//! everything the exact pattern matches. One pass of the combined DFA tells
-//! which failregexes can match a line; only those run in PCRE2.
+//! everything the exact pattern matches. A loosened pattern anchored at the
+//! start with a few literal beginnings (`^Failed `, `^Invalid user `) is
+//! checked by comparing those; the others go through one pass of a combined
+//! DFA. Only the failregexes that pass run in PCRE2.
 
 use regex::{RegexSet, RegexSetBuilder};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use regex_syntax::hir::Look;
 
 #[derive(Debug)]
 pub struct Prefilter {
     set: Option<RegexSet>,
     /// Set entry → failregex index.
     entries: Vec<usize>,
+    /// Failregexes anchored at the start: (index, the literals one of which
+    /// every match begins with).
+    prefixes: Vec<(usize, Vec<Vec<u8>>)>,
     /// Failregexes that could not be loosened: always run.
     always: Vec<usize>,
     count: usize,
+}
+
+/// Most literal beginnings worth comparing one by one.
+const MAX_PREFIXES: usize = 64;
+
+/// The literals every match of `loose` (anchored at the text's start)
+/// begins with, if there are few enough.
+fn start_literals(loose: &str, multiline: bool) -> Option<Vec<Vec<u8>>> {
+    if multiline {
+        return None;
+    }
+    let hir = regex_syntax::parse(loose).ok()?;
+    if !hir.properties().look_set_prefix().contains(Look::Start) {
+        return None;
+    }
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.len() > MAX_PREFIXES || lits.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
 impl Prefilter {
@@ -21,13 +49,17 @@ impl Prefilter {
     pub fn new(patterns: &[String], multiline: bool) -> Self {
         let mut loose = Vec::new();
         let mut entries = Vec::new();
+        let mut prefixes = Vec::new();
         let mut always = Vec::new();
         for (i, p) in patterns.iter().enumerate() {
             match loosen(p, multiline) {
-                Some(l) if regex::Regex::new(&l).is_ok() => {
-                    loose.push(l);
-                    entries.push(i);
-                }
+                Some(l) if regex::Regex::new(&l).is_ok() => match start_literals(&l, multiline) {
+                    Some(lits) => prefixes.push((i, lits)),
+                    None => {
+                        loose.push(l);
+                        entries.push(i);
+                    }
+                },
                 _ => always.push(i),
             }
         }
@@ -51,6 +83,7 @@ impl Prefilter {
         Prefilter {
             set,
             entries,
+            prefixes,
             always,
             count: patterns.len(),
         }
@@ -63,6 +96,10 @@ impl Prefilter {
         for &i in &self.always {
             out[i] = true;
         }
+        let bytes = text.as_bytes();
+        for (i, lits) in &self.prefixes {
+            out[*i] = lits.iter().any(|l| bytes.starts_with(l));
+        }
         if let Some(set) = &self.set {
             for m in set.matches(text).iter() {
                 if let Some(&i) = self.entries.get(m) {
@@ -74,7 +111,7 @@ impl Prefilter {
 
     /// How many failregexes the first pass covers.
     pub fn covered(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.prefixes.len()
     }
 }
 
@@ -327,10 +364,15 @@ mod tests {
         assert_eq!(loosen(r"a\Kb", false), None);
         assert_eq!(loosen(r"(*UTF)a", false), None);
         assert_eq!(loosen(r"(?(?=a)b|c)", false), None);
-        let p = Prefilter::new(&[r"a\Kb".into(), "^x$".into()], false);
+        let p = Prefilter::new(&[r"a\Kb".into(), "^x$".into(), "y+z".into()], false);
         let mut c = Vec::new();
         p.candidates("y\n", &mut c);
-        assert_eq!(c, vec![true, false]);
-        assert_eq!(p.covered(), 1);
+        assert_eq!(c, vec![true, false, false]);
+        p.candidates("x\n", &mut c);
+        assert_eq!(c, vec![true, true, false]);
+        p.candidates("yyz\n", &mut c);
+        assert_eq!(c, vec![true, false, true]);
+        assert_eq!(p.covered(), 2);
+        assert_eq!(p.prefixes.len(), 1);
     }
 }
