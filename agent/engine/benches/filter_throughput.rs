@@ -154,13 +154,17 @@ fn main() {
     let now = 1_764_000_000;
     let started = Instant::now();
     let mut ours: Vec<String> = Vec::new();
-    let reader =
+    let mut reader =
         std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&log).expect("open log"));
     let mut n = 0usize;
-    for line in reader.lines() {
-        let line = line.expect("read line");
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).expect("read line") == 0 {
+            break;
+        }
         n += 1;
-        for f in filter.process_line(&line, now).failures {
+        for f in filter.process_line(line.trim_end_matches('\n'), now).failures {
             if let Some(h) = f.host {
                 ours.push(h);
             }

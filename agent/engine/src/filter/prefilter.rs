@@ -15,9 +15,9 @@ pub struct Prefilter {
     set: Option<RegexSet>,
     /// Set entry → failregex index.
     entries: Vec<usize>,
-    /// Failregexes anchored at the start: (index, the literals one of which
-    /// every match begins with).
-    prefixes: Vec<(usize, Vec<Vec<u8>>)>,
+    /// Failregexes anchored at the start: (index, which first bytes can
+    /// begin a match, the literals one of which every match begins with).
+    prefixes: Vec<(usize, Box<[bool; 256]>, Vec<Vec<u8>>)>,
     /// Failregexes that could not be loosened: always run.
     always: Vec<usize>,
     count: usize,
@@ -54,7 +54,15 @@ impl Prefilter {
         for (i, p) in patterns.iter().enumerate() {
             match loosen(p, multiline) {
                 Some(l) if regex::Regex::new(&l).is_ok() => match start_literals(&l, multiline) {
-                    Some(lits) => prefixes.push((i, lits)),
+                    Some(lits) => {
+                        let mut first = Box::new([false; 256]);
+                        for l in &lits {
+                            if let Some(b) = l.first() {
+                                first[usize::from(*b)] = true;
+                            }
+                        }
+                        prefixes.push((i, first, lits));
+                    }
                     None => {
                         loose.push(l);
                         entries.push(i);
@@ -97,8 +105,9 @@ impl Prefilter {
             out[i] = true;
         }
         let bytes = text.as_bytes();
-        for (i, lits) in &self.prefixes {
-            out[*i] = lits.iter().any(|l| bytes.starts_with(l));
+        let first = bytes.first().map_or(0, |b| usize::from(*b));
+        for (i, firsts, lits) in &self.prefixes {
+            out[*i] = firsts[first] && lits.iter().any(|l| bytes.starts_with(l));
         }
         if let Some(set) = &self.set {
             for m in set.matches(text).iter() {
