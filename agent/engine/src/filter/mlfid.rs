@@ -4,12 +4,11 @@
 //! (`mlfforget`) ends the id's record, pending lines wait for an address.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
 
 /// What is known about one failure being assembled.
 #[derive(Debug, Clone, Default)]
 pub struct FailData {
-    pub groups: BTreeMap<Arc<str>, String>,
+    pub groups: BTreeMap<&'static str, String>,
     /// Lines that make up the failure.
     pub matches: usize,
     /// Lines held back while the failure was not (yet) one.
@@ -52,7 +51,7 @@ pub enum Merged {
 /// Recent multi-line failures by id (at most 100, each for 5 minutes).
 #[derive(Debug, Default)]
 pub struct MlfidCache {
-    entries: HashMap<String, (i64, FailData)>,
+    entries: HashMap<String, (i64, FailData), foldhash::fast::RandomState>,
     order: VecDeque<String>,
     /// When entries were last checked for age (once a second at most).
     expired_at: i64,
@@ -110,7 +109,7 @@ impl MlfidCache {
             flags |= GAINED | NOFAIL;
             if !fail.truthy("nofail") {
                 let g = fail.groups.get("mlfgained").cloned().unwrap_or_default();
-                fail.groups.insert(Arc::from("nofail"), g);
+                fail.groups.insert("nofail", g);
             }
         } else if fail.truthy("nofail") {
             flags |= NOFAIL;

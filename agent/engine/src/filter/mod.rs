@@ -6,12 +6,12 @@
 //! regexes written in fleetban's own configuration.
 
 mod mlfid;
+mod names;
 mod prefilter;
 mod regex;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 pub use self::mlfid::FailData;
 use self::mlfid::{Merged, MlfidCache};
@@ -339,14 +339,14 @@ impl Filter {
             result.ignored = true;
             return result;
         }
-        let mut pre_groups: BTreeMap<Arc<str>, String> = BTreeMap::new();
+        let mut pre_groups: BTreeMap<&'static str, String> = BTreeMap::new();
         if let Some(pref) = self.prefregex.as_mut() {
             let Some(hit) = pref.search(&self.text, org) else {
                 return result;
             };
             for (name, s, e) in &hit.groups {
-                if &**name != "content" {
-                    pre_groups.insert(name.clone(), self.text.get(*s..*e).unwrap_or("").to_owned());
+                if *name != "content" {
+                    pre_groups.insert(name, self.text.get(*s..*e).unwrap_or("").to_owned());
                 }
             }
             if let Some(content) = hit.group(&self.text, "content").filter(|c| !c.is_empty()) {
@@ -389,7 +389,7 @@ impl Filter {
             }
             let mut groups = pre_groups.clone();
             for (name, s, e) in &hit.groups {
-                groups.insert(name.clone(), self.text.get(*s..*e).unwrap_or("").to_owned());
+                groups.insert(name, self.text.get(*s..*e).unwrap_or("").to_owned());
             }
             if !self.options.check_all || self.maxlines > 1 {
                 self.buffer = hit.unmatched(org);

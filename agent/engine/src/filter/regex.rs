@@ -1,8 +1,6 @@
 //! One compiled filter regex and what a search of it found: the named
 //! groups, and which buffered lines the match spanned.
 
-use std::sync::Arc;
-
 use pcre2::bytes::{CaptureLocations, Regex};
 
 use crate::fail2ban::regex::{compile, resolve_tags, UseDns};
@@ -56,7 +54,7 @@ pub struct FilterRegex {
     pub pattern: String,
     re: Regex,
     locs: CaptureLocations,
-    names: Vec<(usize, Arc<str>)>,
+    names: Vec<(usize, &'static str)>,
     skiplines: Vec<usize>,
     pub source: Located,
 }
@@ -74,7 +72,7 @@ impl std::fmt::Debug for FilterRegex {
 #[derive(Debug, Clone, Default)]
 pub struct Hit {
     /// (group name, start, end) of named groups that took part.
-    pub groups: Vec<(Arc<str>, usize, usize)>,
+    pub groups: Vec<(&'static str, usize, usize)>,
     /// Buffered lines `first..last` were spanned, less `skipped`.
     pub first: usize,
     pub last: usize,
@@ -85,7 +83,7 @@ impl Hit {
     pub fn group<'t>(&self, text: &'t str, name: &str) -> Option<&'t str> {
         self.groups
             .iter()
-            .find(|(n, _, _)| &**n == name)
+            .find(|(n, _, _)| *n == name)
             .and_then(|(_, s, e)| text.get(*s..*e))
     }
 
@@ -125,11 +123,11 @@ impl FilterRegex {
         }
         let re = compile(&pattern, multiline)
             .map_err(|e| FilterError::located(source, index, e.offset, e.message))?;
-        let names: Vec<(usize, Arc<str>)> = re
+        let names: Vec<(usize, &'static str)> = re
             .capture_names()
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| n.as_deref().map(|n| (i, Arc::from(n))))
+            .filter_map(|(i, n)| n.as_deref().map(|n| (i, super::names::intern(n))))
             .collect();
         let skiplines = names
             .iter()
@@ -148,7 +146,7 @@ impl FilterRegex {
     }
 
     pub fn has_group(&self, name: &str) -> bool {
-        self.names.iter().any(|(_, n)| &**n == name)
+        self.names.iter().any(|(_, n)| *n == name)
     }
 
     /// Searches `buf` (built from the buffered lines `org`).
@@ -162,7 +160,7 @@ impl FilterRegex {
         let mut groups = Vec::with_capacity(self.names.len());
         for (i, name) in &self.names {
             if let Some((s, e)) = self.locs.get(*i) {
-                groups.push((name.clone(), s, e));
+                groups.push((*name, s, e));
             }
         }
         // Alternative names (`alt_user`) stand in for a missing value.
@@ -173,13 +171,13 @@ impl FilterRegex {
             };
             let base = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
             let base = crate::fail2ban::regex::capture_name(&base.to_uppercase());
-            if e > s && groups.iter().all(|(n, gs, ge)| **n != *base || ge == gs) {
+            if e > s && groups.iter().all(|(n, gs, ge)| *n != base || ge == gs) {
                 alts.push((base, *s, *e));
             }
         }
         for (base, s, e) in alts {
-            groups.retain(|(n, _, _)| **n != *base);
-            groups.push((Arc::from(base.as_str()), s, e));
+            groups.retain(|(n, _, _)| *n != base);
+            groups.push((super::names::intern(&base), s, e));
         }
         if org.len() <= 1 {
             return Some(Hit {
