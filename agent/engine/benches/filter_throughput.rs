@@ -164,7 +164,10 @@ fn main() {
             break;
         }
         n += 1;
-        for f in filter.process_line(line.trim_end_matches('\n'), now).failures {
+        for f in filter
+            .process_line(line.trim_end_matches('\n'), now)
+            .failures
+        {
             if let Some(h) = f.host {
                 ours.push(h);
             }

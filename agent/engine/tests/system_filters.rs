@@ -108,3 +108,50 @@ fn the_system_jail_configuration_loads() {
         assert!(filter.failregex.len() > 10);
     }
 }
+
+/// Hostile user names and host names never become the banned host with
+/// fail2ban's own sshd filter.
+#[test]
+fn injected_addresses_are_not_the_host() {
+    let dir = Path::new("/etc/fail2ban/filter.d");
+    if !dir.join("sshd.conf").is_file() {
+        if std::env::var("FLEETBAN_TEST_STRICT").is_ok_and(|v| v == "1") {
+            panic!("/etc/fail2ban/filter.d/sshd.conf missing and FLEETBAN_TEST_STRICT=1");
+        }
+        eprintln!("skipped injected_addresses_are_not_the_host: fail2ban is not installed");
+        return;
+    }
+    let def = read_filter(&Fs, &dir.join("sshd"), &[]).expect("sshd");
+    let options = fleetban_engine::FilterOptions {
+        zone: fleetban_engine::date::Zone::utc(),
+        now_year: 2026,
+        check_all: false,
+        undated_is_now: true,
+    };
+    let mut f = fleetban_engine::Filter::new(&def, options).expect("compile");
+    let now = 1_764_000_000;
+    let cases = [
+        ("Nov 24 10:00:00 h sshd[1]: Failed password for invalid user 6.6.6.6 from 192.0.2.1 port 22 ssh2", "192.0.2.1"),
+        ("Nov 24 10:00:00 h sshd[2]: Failed password for root from 6.6.6.6 port 1 from 192.0.2.2 port 22 ssh2", "192.0.2.2"),
+        ("Nov 24 10:00:00 h sshd[3]: Invalid user from 6.6.6.6 from 192.0.2.3 port 22", "192.0.2.3"),
+    ];
+    for (line, host) in cases {
+        let found: Vec<String> = f
+            .process_line(line, now)
+            .failures
+            .into_iter()
+            .filter_map(|x| x.host)
+            .collect();
+        assert_eq!(found, [host], "{line}");
+    }
+    // Control characters, NUL bytes and a huge line neither crash nor stall.
+    let huge = format!(
+        "Nov 24 10:00:00 h sshd[4]: Failed password for {} from 192.0.2.4 port 22 ssh2",
+        "x".repeat(1 << 20)
+    );
+    let _ = f.process_line(&huge, now);
+    let _ = f.process_line(
+        "Nov 24 10:00:00 h sshd[5]: Failed password for \0\u{1b}[2J from 192.0.2.5 port 22 ssh2",
+        now,
+    );
+}

@@ -339,26 +339,31 @@ impl Filter {
             result.ignored = true;
             return result;
         }
+        // The prefregex's groups, read from its text only when a failregex
+        // matches (most lines match none); once the content took the text's
+        // place, that text is in `scratch`.
         let mut pre_groups: BTreeMap<&'static str, String> = BTreeMap::new();
+        let mut pre_hit: Option<Hit> = None;
+        let mut pre_in_scratch = false;
         if let Some(pref) = self.prefregex.as_mut() {
             let Some(hit) = pref.search(&self.text, org) else {
                 return result;
             };
-            for (name, s, e) in &hit.groups {
-                if *name != "content" {
-                    pre_groups.insert(name, self.text.get(*s..*e).unwrap_or("").to_owned());
-                }
-            }
             if let Some(content) = hit.group(&self.text, "content").filter(|c| !c.is_empty()) {
                 if self.maxlines > 1 {
+                    pre_groups = groups_of(&hit, &self.text, "content");
                     self.buffer = vec![TupleLine::undated(content.to_owned())];
                     stale = true;
                 } else {
+                    pre_in_scratch = true;
                     self.scratch.clear();
                     self.scratch.push_str(content);
                     self.scratch.push('\n');
                     std::mem::swap(&mut self.text, &mut self.scratch);
                 }
+            }
+            if pre_groups.is_empty() {
+                pre_hit = Some(hit);
             }
         }
         let mut checked = false;
@@ -386,6 +391,17 @@ impl Filter {
                     break;
                 }
                 continue;
+            }
+            if let Some(p) = pre_hit.take() {
+                pre_groups = groups_of(
+                    &p,
+                    if pre_in_scratch {
+                        &self.scratch
+                    } else {
+                        &self.text
+                    },
+                    "content",
+                );
             }
             let mut groups = pre_groups.clone();
             for (name, s, e) in &hit.groups {
@@ -528,6 +544,15 @@ fn failure_of(regex: usize, data: &mut FailData, time: Option<f64>, details: boo
         nofail: data.truthy("nofail"),
         groups: details_of(data, details),
     }
+}
+
+/// The named groups of `hit` in `text`, but `skip`.
+fn groups_of(hit: &Hit, text: &str, skip: &str) -> BTreeMap<&'static str, String> {
+    hit.groups
+        .iter()
+        .filter(|(n, _, _)| *n != skip)
+        .map(|(n, s, e)| (*n, text.get(*s..*e).unwrap_or("").to_owned()))
+        .collect()
 }
 
 /// Every named group, for tools that show them (not on the agent's path).

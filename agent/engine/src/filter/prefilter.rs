@@ -38,7 +38,8 @@ fn start_literals(loose: &str, multiline: bool) -> Option<Vec<Vec<u8>>> {
     }
     let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
     let lits = seq.literals()?;
-    if lits.is_empty() || lits.len() > MAX_PREFIXES || lits.iter().any(|l| l.as_bytes().is_empty()) {
+    if lits.is_empty() || lits.len() > MAX_PREFIXES || lits.iter().any(|l| l.as_bytes().is_empty())
+    {
         return None;
     }
     Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
