@@ -15,12 +15,22 @@ pub struct Prefilter {
     set: Option<RegexSet>,
     /// Set entry → failregex index.
     entries: Vec<usize>,
-    /// Failregexes anchored at the start: (index, which first bytes can
-    /// begin a match, the literals one of which every match begins with).
-    prefixes: Vec<(usize, Box<[bool; 256]>, Vec<Vec<u8>>)>,
+    /// Failregexes anchored at the start.
+    prefixes: Vec<Beginnings>,
     /// Failregexes that could not be loosened: always run.
     always: Vec<usize>,
     count: usize,
+}
+
+/// How the matches of one anchored failregex begin.
+#[derive(Debug)]
+struct Beginnings {
+    /// The failregex.
+    index: usize,
+    /// Which first bytes can begin a match.
+    first: Box<[bool; 256]>,
+    /// The literals one of which every match begins with.
+    literals: Vec<Vec<u8>>,
 }
 
 /// Most literal beginnings worth comparing one by one.
@@ -62,7 +72,11 @@ impl Prefilter {
                                 first[usize::from(*b)] = true;
                             }
                         }
-                        prefixes.push((i, first, lits));
+                        prefixes.push(Beginnings {
+                            index: i,
+                            first,
+                            literals: lits,
+                        });
                     }
                     None => {
                         loose.push(l);
@@ -107,8 +121,8 @@ impl Prefilter {
         }
         let bytes = text.as_bytes();
         let first = bytes.first().map_or(0, |b| usize::from(*b));
-        for (i, firsts, lits) in &self.prefixes {
-            out[*i] = firsts[first] && lits.iter().any(|l| bytes.starts_with(l));
+        for b in &self.prefixes {
+            out[b.index] = b.first[first] && b.literals.iter().any(|l| bytes.starts_with(l));
         }
         if let Some(set) = &self.set {
             for m in set.matches(text).iter() {
