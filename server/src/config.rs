@@ -23,6 +23,8 @@ pub struct ServerFile {
     pub http_listen: Option<SocketAddr>,
     /// The agents' gRPC endpoint.
     pub grpc_listen: Option<SocketAddr>,
+    /// How long raw events are kept (`30d`, `12h`).
+    pub event_retention: Option<String>,
 }
 
 /// What the server runs with, every default applied.
@@ -32,7 +34,10 @@ pub struct ServerConfig {
     pub database_url: String,
     pub http_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
+    pub event_retention: chrono::Duration,
 }
+
+pub const DEFAULT_EVENT_RETENTION: &str = "30d";
 
 /// Values given on the command line (or in the environment); they win over
 /// the file.
@@ -46,14 +51,30 @@ pub struct Overrides {
 
 impl ServerConfig {
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
-        let file: ServerFile = match path {
-            Some(p) => config::load(p)?.0,
-            None => ServerFile::default(),
+        let (file, source): (ServerFile, String) = match path {
+            Some(p) => config::load(p)?,
+            None => (ServerFile::default(), String::new()),
         };
-        Ok(Self::resolve(file, overrides))
+        let retention = file
+            .event_retention
+            .clone()
+            .unwrap_or_else(|| DEFAULT_EVENT_RETENTION.to_owned());
+        let event_retention = humantime::parse_duration(&retention)
+            .ok()
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .filter(|d| *d > chrono::Duration::zero())
+            .ok_or_else(|| {
+                ConfigError::key(
+                    path.unwrap_or(Path::new("server.toml")),
+                    &source,
+                    "event_retention",
+                    format!("{retention:?}: expected a duration such as 30d or 12h"),
+                )
+            })?;
+        Ok(Self::resolve(file, overrides, event_retention))
     }
 
-    fn resolve(file: ServerFile, o: Overrides) -> Self {
+    fn resolve(file: ServerFile, o: Overrides, event_retention: chrono::Duration) -> Self {
         let data_dir = o
             .data_dir
             .or(file.data_dir)
@@ -78,6 +99,7 @@ impl ServerConfig {
                 .unwrap_or_else(|| parse(DEFAULT_GRPC_LISTEN)),
             data_dir,
             database_url,
+            event_retention,
         }
     }
 
@@ -93,7 +115,11 @@ mod tests {
 
     #[test]
     fn defaults_to_sqlite_in_the_data_dir() {
-        let c = ServerConfig::resolve(ServerFile::default(), Overrides::default());
+        let c = ServerConfig::resolve(
+            ServerFile::default(),
+            Overrides::default(),
+            chrono::Duration::days(30),
+        );
         assert_eq!(c.database_url, "sqlite:///var/lib/fleetban/fleetban.db");
         assert_eq!(c.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
         assert!(c.is_embedded());
@@ -103,6 +129,7 @@ mod tests {
                 ..Default::default()
             },
             Overrides::default(),
+            chrono::Duration::days(30),
         );
         assert_eq!(c.database_url, "sqlite:///srv/fb/fleetban.db");
     }
@@ -118,7 +145,7 @@ mod tests {
             database_url: Some("postgres://flag/db".into()),
             ..Default::default()
         };
-        let c = ServerConfig::resolve(file, o);
+        let c = ServerConfig::resolve(file, o, chrono::Duration::days(30));
         assert_eq!(c.database_url, "postgres://flag/db");
         assert_eq!(c.grpc_listen.to_string(), "127.0.0.1:1");
         assert!(!c.is_embedded());
@@ -134,6 +161,12 @@ mod tests {
         std::fs::write(&p, "grpc_listen = \"nowhere\"\n").expect("write");
         let e = ServerConfig::load(Some(&p), Overrides::default()).expect_err("refused");
         assert_eq!((e.line, e.key.as_str()), (1, "grpc_listen"));
+        std::fs::write(&p, "data_dir = \"/x\"\nevent_retention = \"forever\"\n").expect("write");
+        let e = ServerConfig::load(Some(&p), Overrides::default()).expect_err("refused");
+        assert_eq!((e.line, e.key.as_str()), (2, "event_retention"));
+        std::fs::write(&p, "event_retention = \"12h\"\n").expect("write");
+        let c = ServerConfig::load(Some(&p), Overrides::default()).expect("loads");
+        assert_eq!(c.event_retention, chrono::Duration::hours(12));
     }
 }
 

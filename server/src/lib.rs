@@ -34,6 +34,31 @@ pub enum ServerError {
     Http(#[source] std::io::Error),
 }
 
+/// Once a second, tells agents which bans expired; every ten minutes,
+/// prunes events older than `retention`.
+async fn housekeeping(service: Arc<Service>, retention: chrono::Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut since = chrono::Utc::now();
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match service.announce_expired(since).await {
+            Ok(now) => since = now,
+            Err(e) => tracing::warn!(error = %e, "cannot check expired bans"),
+        }
+        if ticks.is_multiple_of(600) {
+            if let Err(e) = service.prune_events(retention).await {
+                tracing::warn!(error = %e, "cannot prune events");
+            }
+        }
+        ticks += 1;
+    }
+}
+
 /// The sockets the server answers on, bound by the caller (tests bind
 /// `127.0.0.1:0`).
 pub struct Listeners {
@@ -45,6 +70,7 @@ pub struct Listeners {
 pub async fn run(
     store: Arc<dyn Store>,
     listeners: Listeners,
+    event_retention: chrono::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
@@ -64,6 +90,7 @@ pub async fn run(
     let http = axum::serve(listeners.http, http::router(service.clone()))
         .with_graceful_shutdown(stop.clone().cancelled_owned());
 
+    tokio::spawn(housekeeping(service.clone(), event_retention, stop.clone()));
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;

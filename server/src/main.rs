@@ -113,7 +113,13 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         "fleetban-server listening: http=http://{http_addr} grpc=http://{grpc_addr} database={}",
         store::redact(&config.database_url)
     );
-    fleetban_server::run(store, Listeners { http, grpc }, shutdown_signal()).await?;
+    fleetban_server::run(
+        store,
+        Listeners { http, grpc },
+        config.event_retention,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -24,6 +24,9 @@ pub use fleetban_proto::pb::agent_service_server::AgentServiceServer;
 
 /// Bans per snapshot message: keeps each message well under gRPC's 4 MiB.
 const SNAPSHOT_CHUNK: usize = 10_000;
+/// An agent this many versions behind (or fewer) catches up with one delta;
+/// further behind, it gets a snapshot.
+const MAX_CATCH_UP: u64 = 10_000;
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -72,6 +75,7 @@ impl AgentService for AgentEndpoint {
             service: self.service.clone(),
             agent_id: agent.id,
             tx,
+            resume_from: hello.last_applied_version,
         };
         tokio::spawn(session.run(inbound, self.stop.clone()).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -98,6 +102,8 @@ struct Session {
     service: Arc<Service>,
     agent_id: String,
     tx: mpsc::Sender<Result<ServerMessage, Status>>,
+    /// The version the agent says it applied (0: none).
+    resume_from: u64,
 }
 
 /// The stream is gone (the agent left or the server is stopping).
@@ -125,9 +131,32 @@ impl Session {
             agent_id: self.agent_id.clone(),
         }))
         .await?;
-        let mut sent = self.send_snapshot().await?;
+        let mut expired = self.service.subscribe_expired();
+        let current = self.service.current_version();
+        let mut sent = if self.resume_from > 0
+            && self.resume_from <= current
+            && current - self.resume_from <= MAX_CATCH_UP
+        {
+            debug!(from = self.resume_from, to = current, "agent catches up");
+            self.send_changes(self.resume_from).await?
+        } else {
+            self.send_snapshot().await?
+        };
         loop {
             tokio::select! {
+                ids = expired.recv() => match ids {
+                    Ok(ids) => {
+                        self.send(ServerMsg::Delta(pb::Delta {
+                            version: sent,
+                            added: Vec::new(),
+                            removed: ids.iter().filter_map(|&id| u64::try_from(id).ok()).collect(),
+                        }))
+                        .await?;
+                    }
+                    // Missed expiries still end on the agent at their time.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
                 msg = inbound.message() => match msg {
                     Ok(Some(m)) => self.handle(m).await?,
                     Ok(None) => return Ok(()),

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use fleetban_policy::{correlate, ActiveBan, Facts, LocalBan, Policy};
-use tokio::sync::{watch, Mutex};
-use tracing::info;
+use tokio::sync::{broadcast, watch, Mutex};
+use tracing::{debug, info};
 
 use crate::metrics::Metrics;
 use crate::store::{AgentInfo, Decision, NewEvent, Store, StoreError};
@@ -53,6 +53,8 @@ pub struct Service {
     correlate: Mutex<()>,
     /// The fleet's correlation rules.
     policy: Policy,
+    /// Ids of bans that just expired, for sessions to remove from agents.
+    expired: broadcast::Sender<Arc<Vec<i64>>>,
 }
 
 impl Service {
@@ -70,6 +72,7 @@ impl Service {
             version,
             correlate: Mutex::new(()),
             policy: Policy::default(),
+            expired: broadcast::channel(64).0,
         })
     }
 
@@ -84,6 +87,42 @@ impl Service {
     /// Notified whenever the block list changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// Notified with the ids of bans as they expire.
+    pub fn subscribe_expired(&self) -> broadcast::Receiver<Arc<Vec<i64>>> {
+        self.expired.subscribe()
+    }
+
+    /// Tells agents which bans expired in `(after, now]`; returns `now`.
+    pub async fn announce_expired(
+        &self,
+        after: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, ServiceError> {
+        let now = self.clock.now();
+        let ids = self.store.expired_between(after, now).await?;
+        if !ids.is_empty() {
+            debug!(expired = ids.len(), "bans expired");
+            let _ = self.expired.send(Arc::new(ids));
+        }
+        Ok(now)
+    }
+
+    /// Deletes raw events older than `retention`.
+    pub async fn prune_events(&self, retention: chrono::Duration) -> Result<u64, ServiceError> {
+        let pruned = self
+            .store
+            .prune_events(self.clock.now() - retention)
+            .await?;
+        if pruned > 0 {
+            info!(pruned, "old events pruned");
+        }
+        Ok(pruned)
+    }
+
+    /// The newest block-list version this process knows.
+    pub fn current_version(&self) -> u64 {
+        *self.version.borrow()
     }
 
     pub async fn agent_joined(&self, agent: &AgentInfo) -> Result<(), ServiceError> {

@@ -164,6 +164,14 @@ pub trait Store: Send + Sync + 'static {
     async fn decisions_since(&self, version: u64) -> Result<Vec<Decision>, StoreError>;
     /// The block list's current version (0: nothing ever decided).
     async fn block_list_version(&self) -> Result<u64, StoreError>;
+    /// Ids of bans (not revoked) whose expiry fell in `(after, until]`.
+    async fn expired_between(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Deletes events that happened before `before`; returns how many.
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// Opens (and migrates) the database at `url`.

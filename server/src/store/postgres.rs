@@ -296,4 +296,28 @@ impl Store for PgStore {
                 .await?,
         )
     }
+
+    async fn expired_between(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM decisions d WHERE kind = 'ban' AND expires_at > $1 AND expires_at <= $2
+               AND NOT EXISTS (SELECT 1 FROM decisions r WHERE r.revokes = d.id)
+             ORDER BY id",
+        )
+        .bind(after)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM events WHERE occurred_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
 }

@@ -172,6 +172,50 @@ pub(crate) async fn expired_bans_are_not_active(s: Arc<dyn Store>) {
     assert_eq!(s.decisions_since(0).await.expect("since").len(), 1);
 }
 
+pub(crate) async fn expiries_and_pruning(s: Arc<dyn Store>) {
+    let a = s
+        .record_decision(&ban("192.0.2.1", Some(60)), t(0))
+        .await
+        .expect("record");
+    let b = s
+        .record_decision(&ban("192.0.2.2", Some(120)), t(0))
+        .await
+        .expect("record");
+    let c = s
+        .record_decision(&ban("192.0.2.3", Some(90)), t(0))
+        .await
+        .expect("record");
+    s.record_decision(&ban("192.0.2.4", None), t(0))
+        .await
+        .expect("record");
+    s.revoke_decision(c.id, "u", "x", t(1))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        s.expired_between(t(0), t(59)).await.expect("expired"),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        s.expired_between(t(0), t(60)).await.expect("expired"),
+        vec![a.id]
+    );
+    assert_eq!(
+        s.expired_between(t(60), t(200)).await.expect("expired"),
+        vec![b.id]
+    );
+
+    s.upsert_agent(&agent("a"), t(0)).await.expect("agent");
+    let old = NewEvent {
+        occurred_at: t(-1000),
+        ..event("a", "192.0.2.1")
+    };
+    s.insert_events(&[old, event("a", "192.0.2.2")], t(0))
+        .await
+        .expect("events");
+    assert_eq!(s.prune_events(t(-10)).await.expect("prune"), 1);
+    assert_eq!(s.event_count().await.expect("count"), 1);
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("fleetban.db").display());
@@ -213,6 +257,7 @@ store_suite!(
     events_are_stored_once,
     decisions_are_versioned_and_revoked,
     expired_bans_are_not_active,
+    expiries_and_pruning,
 );
 
 #[tokio::test]
