@@ -25,16 +25,20 @@ pub struct ServerFile {
     pub grpc_listen: Option<SocketAddr>,
     /// How long raw events are kept (`30d`, `12h`).
     pub event_retention: Option<String>,
+    /// The fleet's correlation rules.
+    #[serde(default)]
+    pub policy: crate::policy_config::PolicyFile,
 }
 
 /// What the server runs with, every default applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub http_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
     pub event_retention: chrono::Duration,
+    pub policy: fleetban_policy::Policy,
 }
 
 pub const DEFAULT_EVENT_RETENTION: &str = "30d";
@@ -71,7 +75,12 @@ impl ServerConfig {
                     format!("{retention:?}: expected a duration such as 30d or 12h"),
                 )
             })?;
-        Ok(Self::resolve(file, overrides, event_retention))
+        let file_path = path.unwrap_or(Path::new("server.toml"));
+        let mut file = file;
+        let policy = std::mem::take(&mut file.policy).into_policy(file_path, &source)?;
+        let mut config = Self::resolve(file, overrides, event_retention);
+        config.policy = policy;
+        Ok(config)
     }
 
     fn resolve(file: ServerFile, o: Overrides, event_retention: chrono::Duration) -> Self {
@@ -100,6 +109,7 @@ impl ServerConfig {
             data_dir,
             database_url,
             event_retention,
+            policy: fleetban_policy::Policy::default(),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod policy_config;
 pub mod service;
 pub mod store;
 
@@ -59,6 +60,22 @@ async fn housekeeping(service: Arc<Service>, retention: chrono::Duration, stop: 
     }
 }
 
+/// How the server runs, beyond its sockets.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub event_retention: chrono::Duration,
+    pub policy: fleetban_policy::Policy,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            event_retention: chrono::Duration::days(30),
+            policy: fleetban_policy::Policy::default(),
+        }
+    }
+}
+
 /// The sockets the server answers on, bound by the caller (tests bind
 /// `127.0.0.1:0`).
 pub struct Listeners {
@@ -70,11 +87,13 @@ pub struct Listeners {
 pub async fn run(
     store: Arc<dyn Store>,
     listeners: Listeners,
-    event_retention: chrono::Duration,
+    options: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
-    let service = Arc::new(Service::new(store, Arc::new(SystemClock), metrics).await?);
+    let service =
+        Arc::new(Service::new(store, Arc::new(SystemClock), metrics, options.policy).await?);
+    let event_retention = options.event_retention;
     let stop = CancellationToken::new();
 
     let grpc = tonic::transport::Server::builder()

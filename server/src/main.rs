@@ -113,13 +113,11 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         "fleetban-server listening: http=http://{http_addr} grpc=http://{grpc_addr} database={}",
         store::redact(&config.database_url)
     );
-    fleetban_server::run(
-        store,
-        Listeners { http, grpc },
-        config.event_retention,
-        shutdown_signal(),
-    )
-    .await?;
+    let options = fleetban_server::RunOptions {
+        event_retention: config.event_retention,
+        policy: config.policy,
+    };
+    fleetban_server::run(store, Listeners { http, grpc }, options, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -16,12 +16,34 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-async fn connect(addr: std::net::SocketAddr, id: &str, applied: u64) -> (mpsc::Sender<AgentMessage>, Streaming<ServerMessage>) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("url").connect().await.expect("connect");
+async fn connect(
+    addr: std::net::SocketAddr,
+    id: &str,
+    applied: u64,
+) -> (mpsc::Sender<AgentMessage>, Streaming<ServerMessage>) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
     let (tx, rx) = mpsc::channel(8);
-    let hello = Hello { agent_id: id.into(), hostname: id.into(), version: "test".into(), jails: vec![], last_applied_version: applied };
-    tx.send(AgentMessage { msg: Some(AgentMsg::Hello(hello)) }).await.expect("hello");
-    let inbound = AgentServiceClient::new(channel).connect(ReceiverStream::new(rx)).await.expect("stream").into_inner();
+    let hello = Hello {
+        agent_id: id.into(),
+        hostname: id.into(),
+        version: "test".into(),
+        jails: vec![],
+        last_applied_version: applied,
+    };
+    tx.send(AgentMessage {
+        msg: Some(AgentMsg::Hello(hello)),
+    })
+    .await
+    .expect("hello");
+    let inbound = AgentServiceClient::new(channel)
+        .connect(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
     (tx, inbound)
 }
 
@@ -38,7 +60,9 @@ async fn next(s: &mut Streaming<ServerMessage>) -> ServerMsg {
 #[tokio::test]
 async fn snapshot_catch_up_and_expiry() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = store::open(&format!("sqlite://{}", dir.path().join("fb.db").display())).await.expect("store");
+    let db = store::open(&format!("sqlite://{}", dir.path().join("fb.db").display()))
+        .await
+        .expect("store");
     let now = Utc::now();
     let decision = |target: &str, secs: i64| NewDecision {
         target: fleetban_proto::parse_target(target).expect("target"),
@@ -49,16 +73,27 @@ async fn snapshot_catch_up_and_expiry() {
         scope: SCOPE_FLEET.into(),
         expires_at: Some(now + chrono::Duration::seconds(secs)),
     };
-    let short = db.record_decision(&decision("192.0.2.1", 2), now).await.expect("record");
-    let long = db.record_decision(&decision("192.0.2.2", 3_600), now).await.expect("record");
+    let short = db
+        .record_decision(&decision("192.0.2.1", 2), now)
+        .await
+        .expect("record");
+    let long = db
+        .record_decision(&decision("192.0.2.2", 3_600), now)
+        .await
+        .expect("record");
 
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = grpc.local_addr().expect("addr");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(fleetban_server::run(db, Listeners { http, grpc }, chrono::Duration::days(1), async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(fleetban_server::run(
+        db,
+        Listeners { http, grpc },
+        fleetban_server::RunOptions::default(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     // A new agent gets the whole list.
     let (_a_tx, mut a) = connect(addr, "new-agent", 0).await;

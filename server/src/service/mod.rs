@@ -6,7 +6,8 @@ mod blocklist;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use fleetban_policy::{correlate, ActiveBan, Facts, LocalBan, Policy};
+use fleetban_policy::{correlate, ActiveBan, Facts, LocalBan, NewDecision, Policy};
+use ipnet::IpNet;
 use tokio::sync::{broadcast, watch, Mutex};
 use tracing::{debug, info};
 
@@ -62,6 +63,7 @@ impl Service {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        policy: Policy,
     ) -> Result<Self, StoreError> {
         let current = store.block_list_version().await?;
         let (version, _) = watch::channel(current);
@@ -71,7 +73,7 @@ impl Service {
             metrics,
             version,
             correlate: Mutex::new(()),
-            policy: Policy::default(),
+            policy,
             expired: broadcast::channel(64).0,
         })
     }
@@ -165,19 +167,18 @@ impl Service {
         let now = self.clock.now();
         let stored = self.store.insert_events(events, now).await?;
         self.metrics.events_stored.inc_by(stored);
-        let mut decided = Vec::new();
+        let mut decided = self.fleet_failures(events).await?;
         for ban in bans {
             decided.extend(self.local_ban(ban).await?);
         }
         Ok(decided)
     }
 
-    async fn local_ban(&self, ban: &LocalBan) -> Result<Vec<Decision>, ServiceError> {
-        let _guard = self.correlate.lock().await;
-        let now = self.clock.now();
-        let active: Vec<ActiveBan> = self
+    /// What the store knows about `target` for correlation.
+    async fn facts(&self, target: IpNet, now: DateTime<Utc>) -> Result<Facts, ServiceError> {
+        let active = self
             .store
-            .active_bans_for(ban.target, now)
+            .active_bans_covering(target, now)
             .await?
             .into_iter()
             .map(|d| ActiveBan {
@@ -185,12 +186,36 @@ impl Service {
                 expires_at: d.expires_at,
             })
             .collect();
-        let facts = Facts {
-            active,
-            ..Default::default()
+        let previous_bans = if self.policy.recidive.is_some() {
+            self.store.ban_count(target).await?
+        } else {
+            0
         };
+        let banned_in_prefix = match self
+            .policy
+            .subnet
+            .as_ref()
+            .and_then(|s| s.prefix_of(&target).map(|p| (p, s.window)))
+        {
+            // Counting the ban being decided.
+            Some((prefix, window)) => self.store.banned_in_prefix(prefix, now - window).await? + 1,
+            None => 0,
+        };
+        Ok(Facts {
+            active,
+            previous_bans,
+            banned_in_prefix,
+            ..Default::default()
+        })
+    }
+
+    async fn record(
+        &self,
+        decisions: Vec<NewDecision>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Decision>, ServiceError> {
         let mut recorded = Vec::new();
-        for new in correlate::on_local_ban(&self.policy, ban, None, &facts, now) {
+        for new in decisions {
             let decision = self.store.record_decision(&new, now).await?;
             info!(
                 decision = decision.id,
@@ -204,6 +229,41 @@ impl Service {
             recorded.push(decision);
         }
         Ok(recorded)
+    }
+
+    async fn local_ban(&self, ban: &LocalBan) -> Result<Vec<Decision>, ServiceError> {
+        let _guard = self.correlate.lock().await;
+        let now = self.clock.now();
+        let facts = self.facts(ban.target, now).await?;
+        let decisions = correlate::on_local_ban(&self.policy, ban, None, &facts, now);
+        self.record(decisions, now).await
+    }
+
+    /// Fleet thresholds: each address of `events` is checked against its
+    /// failures across the fleet.
+    async fn fleet_failures(&self, events: &[NewEvent]) -> Result<Vec<Decision>, ServiceError> {
+        let Some(threshold) = &self.policy.threshold else {
+            return Ok(Vec::new());
+        };
+        let mut ips: Vec<(std::net::IpAddr, &str)> =
+            events.iter().map(|e| (e.ip, e.jail.as_str())).collect();
+        ips.sort_unstable();
+        ips.dedup_by_key(|(ip, _)| *ip);
+        let mut out = Vec::new();
+        for (ip, jail) in ips {
+            let _guard = self.correlate.lock().await;
+            let now = self.clock.now();
+            let target = IpNet::from(ip);
+            let (hosts, failures) = self.store.failure_stats(ip, now - threshold.window).await?;
+            let facts = Facts {
+                hosts,
+                failures,
+                ..self.facts(target, now).await?
+            };
+            let decisions = correlate::on_failures(&self.policy, &target, jail, None, &facts, now);
+            out.extend(self.record(decisions, now).await?);
+        }
+        Ok(out)
     }
 
     /// Ends a decision for the whole fleet.

@@ -164,6 +164,26 @@ pub trait Store: Send + Sync + 'static {
     async fn decisions_since(&self, version: u64) -> Result<Vec<Decision>, StoreError>;
     /// The block list's current version (0: nothing ever decided).
     async fn block_list_version(&self) -> Result<u64, StoreError>;
+    /// Bans in force at `now` whose target contains `target` (or equals it).
+    async fn active_bans_covering(
+        &self,
+        target: IpNet,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Decision>, StoreError>;
+    /// Failures of `ip` since `since`: distinct agents, and in all.
+    async fn failure_stats(
+        &self,
+        ip: IpAddr,
+        since: DateTime<Utc>,
+    ) -> Result<(u32, u32), StoreError>;
+    /// How many bans of exactly `target` were ever decided.
+    async fn ban_count(&self, target: IpNet) -> Result<u32, StoreError>;
+    /// Distinct targets inside `prefix` banned since `since`.
+    async fn banned_in_prefix(
+        &self,
+        prefix: IpNet,
+        since: DateTime<Utc>,
+    ) -> Result<u32, StoreError>;
     /// Ids of bans (not revoked) whose expiry fell in `(after, until]`.
     async fn expired_between(
         &self,

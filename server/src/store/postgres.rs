@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
 use fleetban_policy::{NewDecision, Origin};
 use ipnet::IpNet;
@@ -319,5 +321,67 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn active_bans_covering(
+        &self,
+        target: IpNet,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions d WHERE kind = 'ban' AND target >>= $2::cidr
+               AND (expires_at IS NULL OR expires_at > $1)
+               AND NOT EXISTS (SELECT 1 FROM decisions r WHERE r.revokes = d.id)
+             ORDER BY version"
+        ))
+        .bind(now)
+        .bind(target.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decision).collect()
+    }
+
+    async fn failure_stats(
+        &self,
+        ip: IpAddr,
+        since: DateTime<Utc>,
+    ) -> Result<(u32, u32), StoreError> {
+        let (hosts, failures): (i64, i64) = sqlx::query_as(
+            "SELECT count(DISTINCT agent_id), count(*) FROM events WHERE ip = $1::inet AND occurred_at >= $2",
+        )
+        .bind(ip.to_string())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            u32::try_from(hosts).unwrap_or(u32::MAX),
+            u32::try_from(failures).unwrap_or(u32::MAX),
+        ))
+    }
+
+    async fn ban_count(&self, target: IpNet) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM decisions WHERE kind = 'ban' AND target = $1::cidr",
+        )
+        .bind(target.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn banned_in_prefix(
+        &self,
+        prefix: IpNet,
+        since: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT target) FROM decisions WHERE kind = 'ban' AND target <<= $1::cidr
+               AND target <> $1::cidr AND created_at >= $2",
+        )
+        .bind(prefix.to_string())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 }

@@ -1,6 +1,7 @@
 //! The embedded SQLite store: fleetban's default for a one-machine start.
 //! One writer at a time (SQLite's own lock) keeps versions in commit order.
 
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -332,5 +333,64 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn active_bans_covering(
+        &self,
+        target: IpNet,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Decision>, StoreError> {
+        // SQLite knows no networks: the active list is filtered here.
+        Ok(self
+            .active_bans(now)
+            .await?
+            .into_iter()
+            .filter(|d| d.target.contains(&target))
+            .collect())
+    }
+
+    async fn failure_stats(
+        &self,
+        ip: IpAddr,
+        since: DateTime<Utc>,
+    ) -> Result<(u32, u32), StoreError> {
+        let (hosts, failures): (i64, i64) =
+            sqlx::query_as("SELECT count(DISTINCT agent_id), count(*) FROM events WHERE ip = ?1 AND occurred_at >= ?2")
+                .bind(ip.to_string())
+                .bind(ms(since))
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((
+            u32::try_from(hosts).unwrap_or(u32::MAX),
+            u32::try_from(failures).unwrap_or(u32::MAX),
+        ))
+    }
+
+    async fn ban_count(&self, target: IpNet) -> Result<u32, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM decisions WHERE kind = 'ban' AND target = ?1")
+                .bind(target.to_string())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn banned_in_prefix(
+        &self,
+        prefix: IpNet,
+        since: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let targets: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT target FROM decisions WHERE kind = 'ban' AND created_at >= ?1",
+        )
+        .bind(ms(since))
+        .fetch_all(&self.pool)
+        .await?;
+        let n = targets
+            .iter()
+            .filter_map(|t| parse_target(t).ok())
+            .filter(|t| *t != prefix && prefix.contains(t))
+            .count();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 }

@@ -216,6 +216,62 @@ pub(crate) async fn expiries_and_pruning(s: Arc<dyn Store>) {
     assert_eq!(s.event_count().await.expect("count"), 1);
 }
 
+pub(crate) async fn facts_for_correlation(s: Arc<dyn Store>) {
+    s.upsert_agent(&agent("a"), t(0)).await.expect("agent");
+    s.upsert_agent(&agent("b"), t(0)).await.expect("agent");
+    let at = |agent: &str, ip: &str, when: i64| NewEvent {
+        occurred_at: t(when),
+        ..event(agent, ip)
+    };
+    let batch = [
+        at("a", "192.0.2.1", 0),
+        at("a", "192.0.2.1", 10),
+        at("b", "192.0.2.1", 20),
+        at("b", "192.0.2.2", 20),
+    ];
+    s.insert_events(&batch, t(30)).await.expect("events");
+    let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+    assert_eq!(s.failure_stats(ip, t(0)).await.expect("stats"), (2, 3));
+    assert_eq!(s.failure_stats(ip, t(15)).await.expect("stats"), (1, 1));
+
+    let prefix = fleetban_proto::parse_target("192.0.2.0/24").expect("prefix");
+    s.record_decision(&ban("192.0.2.1", Some(600)), t(0))
+        .await
+        .expect("ban");
+    s.record_decision(&ban("192.0.2.1", Some(600)), t(100))
+        .await
+        .expect("ban");
+    s.record_decision(&ban("192.0.2.7", Some(600)), t(100))
+        .await
+        .expect("ban");
+    s.record_decision(&ban("198.51.100.1", Some(600)), t(100))
+        .await
+        .expect("ban");
+    assert_eq!(
+        s.ban_count(fleetban_proto::parse_target("192.0.2.1").expect("t"))
+            .await
+            .expect("count"),
+        2
+    );
+    assert_eq!(s.banned_in_prefix(prefix, t(0)).await.expect("prefix"), 2);
+    assert_eq!(s.banned_in_prefix(prefix, t(50)).await.expect("prefix"), 2);
+    let wide = s
+        .record_decision(&ban("192.0.2.0/24", None), t(200))
+        .await
+        .expect("ban");
+    let covering = s
+        .active_bans_covering(
+            fleetban_proto::parse_target("192.0.2.9").expect("t"),
+            t(300),
+        )
+        .await
+        .expect("covering");
+    assert_eq!(
+        covering.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![wide.id]
+    );
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("fleetban.db").display());
@@ -258,6 +314,7 @@ store_suite!(
     decisions_are_versioned_and_revoked,
     expired_bans_are_not_active,
     expiries_and_pruning,
+    facts_for_correlation,
 );
 
 #[tokio::test]
