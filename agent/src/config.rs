@@ -2,6 +2,7 @@
 //! checked at load (regexes compiled, networks parsed, durations read), and
 //! every error names the file, the line and the key.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use fleetban_engine::{Filter, JailSettings};
 use fleetban_proto::config::{self, ConfigError};
 use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::source::{journal::parse_journalmatch, Backend, Start};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +30,10 @@ struct AgentFile {
 struct AgentSection {
     /// How the server knows this host; default: the host name.
     id: Option<String>,
+    /// Where source positions and journal cursors are kept.
+    state_dir: Option<PathBuf>,
+    /// `HOST:PORT` for the Prometheus metrics endpoint; off when unset.
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,7 +75,14 @@ struct JailSection {
     name: String,
     #[serde(default = "yes")]
     enabled: bool,
+    #[serde(default)]
     logpath: Vec<PathBuf>,
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    journalmatch: Option<String>,
+    #[serde(default)]
+    start: Option<String>,
     failregex: Vec<String>,
     #[serde(default)]
     ignoreregex: Vec<String>,
@@ -113,7 +127,21 @@ pub struct JailConfig {
     pub settings: JailSettings,
     pub logpaths: Vec<PathBuf>,
     pub filter: Filter,
+    /// How the log paths are read.
+    pub source: SourceSettings,
 }
+
+/// How a jail's logs are read: `backend`, `journalmatch`, `start`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceSettings {
+    pub backend: Backend,
+    /// `journalctl` match arguments (`FIELD=value`, `+`).
+    pub journalmatch: Vec<String>,
+    pub start: Start,
+}
+
+/// Default `[agent] state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleetban/agent";
 
 /// The agent's configuration, checked.
 #[derive(Debug, Clone)]
@@ -123,6 +151,10 @@ pub struct AgentConfig {
     pub server_url: Option<String>,
     pub firewall: FirewallBackend,
     pub jails: Vec<JailConfig>,
+    /// Where positions and cursors are saved.
+    pub state_dir: PathBuf,
+    /// The Prometheus endpoint's address, if any.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl AgentConfig {
@@ -201,12 +233,7 @@ impl AgentConfig {
             if j.name.is_empty() || jails.iter().any(|k: &JailConfig| k.settings.name == j.name) {
                 return Err(err("jail.name", in_jail("empty or used twice".into())));
             }
-            if j.logpath.is_empty() {
-                return Err(err(
-                    "jail.logpath",
-                    in_jail("needs at least one log path".into()),
-                ));
-            }
+            let source = source_settings(&j).map_err(|(k, m)| err(k, in_jail(m)))?;
             let filter = Filter::new(&j.failregex, &j.ignoreregex)
                 .map_err(|e| err("jail.failregex", in_jail(e.to_string())))?;
             let findtime = duration(&j.findtime).map_err(|e| err("jail.findtime", in_jail(e)))?;
@@ -235,15 +262,79 @@ impl AgentConfig {
                 },
                 logpaths: j.logpath,
                 filter,
+                source,
             });
         }
+        let metrics_listen = match file.agent.metrics_listen {
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|e| {
+                err(
+                    "agent.metrics_listen",
+                    format!("{a:?}: {e}; expected HOST:PORT, e.g. 127.0.0.1:9095"),
+                )
+            })?),
+            None => None,
+        };
         Ok(AgentConfig {
             agent_id,
             server_url,
             firewall,
             jails,
+            state_dir: file
+                .agent
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            metrics_listen,
         })
     }
+}
+
+/// Reads `backend`, `journalmatch`, `start` and checks `logpath`; an error
+/// is `(key, message)`.
+fn source_settings(j: &JailSection) -> Result<SourceSettings, (&'static str, String)> {
+    let backend = match j.backend.as_deref().unwrap_or("auto") {
+        "auto" => Backend::Auto,
+        "polling" => Backend::Polling,
+        "systemd" => Backend::Systemd,
+        other => {
+            return Err((
+                "jail.backend",
+                format!("{other:?}: expected \"auto\", \"polling\" or \"systemd\""),
+            ))
+        }
+    };
+    let start = match j.start.as_deref().unwrap_or("end") {
+        "end" => Start::End,
+        "beginning" => Start::Beginning,
+        other => {
+            return Err((
+                "jail.start",
+                format!("{other:?}: expected \"end\" or \"beginning\""),
+            ))
+        }
+    };
+    let journalmatch = match &j.journalmatch {
+        Some(_) if backend != Backend::Systemd => {
+            return Err(("jail.journalmatch", "only for backend = \"systemd\"".into()))
+        }
+        Some(m) => parse_journalmatch(m).map_err(|e| ("jail.journalmatch", e))?,
+        None => Vec::new(),
+    };
+    if backend != Backend::Systemd {
+        if j.logpath.is_empty() {
+            return Err(("jail.logpath", "needs at least one log path".into()));
+        }
+        for p in &j.logpath {
+            let s = p.to_string_lossy();
+            if let Err(e) = glob::Pattern::new(&s) {
+                return Err(("jail.logpath", format!("{s:?}: invalid glob: {e}")));
+            }
+        }
+    }
+    Ok(SourceSettings {
+        backend,
+        journalmatch,
+        start,
+    })
 }
 
 fn valid_id(id: &str) -> bool {

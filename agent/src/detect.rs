@@ -103,10 +103,7 @@ failregex = ['<HOST> .*" 401 ']
         )
         .expect("config");
         let mut d = Detector::new(&cfg.jails, vec![vec![0], vec![1]]);
-        let line = |source, text: &str| Line {
-            source,
-            text: text.into(),
-        };
+        let line = |source, text: &str| Line::new(source, text);
         let ssh = "sshd[1]: Failed password for root from 192.0.2.4 port 22";
         assert_eq!(d.on_line(&line(1, ssh), 0), vec![]);
         assert_eq!(d.on_line(&line(0, ssh), 0).len(), 1);
