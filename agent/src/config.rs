@@ -461,6 +461,36 @@ failregex = ["<HOST>"]
     }
 
     #[test]
+    fn log_source_keys() {
+        let c = parse(&GOOD.replace(
+            "maxretry = 3",
+            "maxretry = 3\nbackend = \"polling\"\nstart = \"beginning\"",
+        ))
+        .expect("loads");
+        assert_eq!(c.jails[0].source.backend, Backend::Polling);
+        assert_eq!(c.jails[0].source.start, Start::Beginning);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.metrics_listen, None);
+        let j = "[agent]\nid = \"h\"\nstate_dir = \"/tmp/s\"\nmetrics_listen = \"127.0.0.1:9095\"\n[[jail]]\nname = \"j\"\nbackend = \"systemd\"\njournalmatch = \"_SYSTEMD_UNIT=sshd.service + _COMM=sshd\"\nfailregex = [\"<HOST>\"]\n";
+        let c = parse(j).expect("journal jail without logpath");
+        assert_eq!(c.jails[0].source.journalmatch.len(), 3);
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
+        assert!(c.metrics_listen.is_some());
+        let e = parse(&j.replace("_COMM=sshd", "comm")).expect_err("bad match");
+        assert_eq!(e.key, "jail.journalmatch");
+        let e = parse(&GOOD.replace("maxretry = 3", "maxretry = 3\nbackend = \"gamin\""))
+            .expect_err("bad backend");
+        assert_eq!(e.key, "jail.backend");
+        let e = parse(&GOOD.replace("maxretry = 3", "maxretry = 3\nstart = \"middle\""))
+            .expect_err("bad start");
+        assert_eq!(e.key, "jail.start");
+        let e = parse(&GOOD.replace("/var/log/auth.log", "/var/log/[a.log")).expect_err("bad glob");
+        assert_eq!(e.key, "jail.logpath");
+        let e = parse(&j.replace("127.0.0.1:9095", "nowhere")).expect_err("bad listen");
+        assert_eq!(e.key, "agent.metrics_listen");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(duration("600"), Ok(Duration::from_secs(600)));
         assert_eq!(duration("10m"), Ok(Duration::from_secs(600)));
