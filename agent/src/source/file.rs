@@ -5,6 +5,7 @@
 //! (the target is followed). Decisions come from `rotation.rs`; this module
 //! only does the reading.
 
+use std::collections::VecDeque;
 use std::fs::{File, Metadata};
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -159,7 +160,7 @@ impl Open {
 
     /// Reads up to the budget; returns the bytes read (0 at end of file).
     fn read_into(&mut self, source: usize, lines: &mut Vec<Line>) -> std::io::Result<usize> {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = [0u8; 64 * 1024];
         let mut total = 0;
         while total < READ_BUDGET {
             let n = match self.file.read(&mut buf) {
@@ -199,14 +200,19 @@ impl Open {
     }
 }
 
-/// A rotated file still being read.
+/// A rotated file still read for a while, for writers that reopen late.
 #[derive(Debug)]
-struct Draining {
+struct Late {
     open: Open,
-    quiet_since: Option<Instant>,
+    quiet_since: Instant,
 }
 
 /// Follows the file at one path.
+///
+/// Files are read in the order they were written: first the `chain` of
+/// rotated files not finished yet (oldest first), then the file at the path.
+/// Each file that appears at the path is opened as soon as it is seen, so a
+/// reader that lags behind several rotations still reads every file.
 #[derive(Debug)]
 pub struct FileTail {
     path: PathBuf,
@@ -215,16 +221,14 @@ pub struct FileTail {
     /// Where to start the first file opened: the start policy, or a saved
     /// position. Files that appear later are read from their start.
     first: Option<First>,
+    chain: VecDeque<Open>,
     current: Option<Open>,
-    draining: Option<Draining>,
-    /// Lines of the current file were handed on: the rotated file's later
-    /// lines no longer move the saved position back to it.
-    current_delivered: bool,
+    /// Finished rotated files, read again while they keep growing.
+    late: Vec<Late>,
     /// The problem last reported, so each is reported once.
     problem: Option<String>,
     metrics: Arc<SourceMetrics>,
     label: SourceLabel,
-    cut_seen: u64,
     /// The first file was just opened: hand on its position.
     announce: bool,
 }
@@ -245,12 +249,11 @@ impl FileTail {
             key,
             source,
             first: Some(first),
+            chain: VecDeque::new(),
             current: None,
-            draining: None,
-            current_delivered: false,
+            late: Vec::new(),
             problem: None,
             metrics,
-            cut_seen: 0,
             announce: false,
         }
     }
@@ -261,99 +264,109 @@ impl FileTail {
 
     /// Device and inode of the files being read.
     pub fn inodes(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.current
+        self.chain
             .iter()
-            .chain(self.draining.as_ref().map(|d| &d.open))
+            .chain(self.current.iter())
+            .chain(self.late.iter().map(|l| &l.open))
             .map(|o| (o.dev, o.ino))
     }
 
     /// Reads what is new. Returns a batch if anything was read (the batch
     /// may hold no line, when only a partial line came), `None` when idle.
     pub fn poll(&mut self, now: Instant) -> Option<Batch> {
-        if self.current.is_none() && self.draining.is_none() {
-            // After a restart, this may find a rotated file to finish first.
-            self.open_current();
-        }
-        if let Some(b) = self.poll_draining(now) {
-            return Some(b);
-        }
         if self.current.is_none() {
             self.open_current();
         } else {
-            // Before reading: a file truncated and written again past the
-            // offset must be read from its start, not from the offset.
+            // Before reading: a rotation is noticed at once (so no file is
+            // missed however far behind the reader is), and a file
+            // truncated and written again past the offset is read from its
+            // start, not from the offset.
             self.check_path();
-            if self.draining.is_some() {
-                return self.poll_draining(now);
+        }
+        let mut lines = Vec::new();
+        while let Some(front) = self.chain.front_mut() {
+            match read(front, self.source, &mut lines) {
+                Some((0, _)) | None => {
+                    if self.chain.len() == 1 && self.current.is_none() {
+                        return self.poll_late(now);
+                    }
+                    if let Some(open) = self.chain.pop_front() {
+                        debug!(path = %self.path.display(), "done with a rotated file");
+                        self.late.push(Late {
+                            open,
+                            quiet_since: now,
+                        });
+                    }
+                }
+                Some((_, cut)) => {
+                    let checkpoint = Checkpoint::File(front.position());
+                    let lag = lag(front);
+                    return Some(self.batch(lines, Some(checkpoint), cut, lag));
+                }
             }
         }
-        let open = self.current.as_mut()?;
+        let Some(open) = self.current.as_mut() else {
+            return self.poll_late(now);
+        };
         if std::mem::take(&mut self.announce) {
             // Where a file was first opened is saved at once, so that lines
             // written before the first read survive a restart.
             let checkpoint = Checkpoint::File(open.position());
-            return Some(self.batch(Vec::new(), Some(checkpoint)));
+            return Some(self.batch(Vec::new(), Some(checkpoint), 0, 0));
         }
-        let mut lines = Vec::new();
-        match open.read_into(self.source, &mut lines) {
-            Ok(0) => {}
-            Ok(_) => {
-                self.current_delivered = true;
+        match read(open, self.source, &mut lines) {
+            Some((0, _)) => self.poll_late(now),
+            Some((_, cut)) => {
                 let checkpoint = Checkpoint::File(open.position());
-                return Some(self.batch(lines, Some(checkpoint)));
+                let lag = lag(open);
+                Some(self.batch(lines, Some(checkpoint), cut, lag))
             }
-            Err(e) => self.report(format!("read failed: {e}")),
+            None => {
+                self.report("read failed".into());
+                self.poll_late(now)
+            }
+        }
+    }
+
+    /// Late lines in rotated files: handed on, without moving the saved
+    /// position (newer files were read already).
+    fn poll_late(&mut self, now: Instant) -> Option<Batch> {
+        let mut lines = Vec::new();
+        let mut i = 0;
+        while i < self.late.len() {
+            let l = &mut self.late[i];
+            match read(&mut l.open, self.source, &mut lines) {
+                Some((n, cut)) if n > 0 => {
+                    l.quiet_since = now;
+                    return Some(self.batch(lines, None, cut, 0));
+                }
+                _ if now.duration_since(l.quiet_since) >= DRAIN_GRACE => {
+                    self.late.swap_remove(i);
+                }
+                _ => i += 1,
+            }
         }
         None
     }
 
-    fn poll_draining(&mut self, now: Instant) -> Option<Batch> {
-        let d = self.draining.as_mut()?;
-        let mut lines = Vec::new();
-        match d.open.read_into(self.source, &mut lines) {
-            Ok(0) | Err(_) => {
-                let since = *d.quiet_since.get_or_insert(now);
-                if now.duration_since(since) >= DRAIN_GRACE {
-                    debug!(path = %self.path.display(), "done with the rotated file");
-                    self.draining = None;
-                }
-                None
-            }
-            Ok(_) => {
-                d.quiet_since = None;
-                let checkpoint =
-                    (!self.current_delivered).then(|| Checkpoint::File(d.open.position()));
-                Some(self.batch(lines, checkpoint))
-            }
-        }
-    }
-
-    fn batch(&mut self, lines: Vec<Line>, checkpoint: Option<Checkpoint>) -> Batch {
+    fn batch(
+        &mut self,
+        lines: Vec<Line>,
+        checkpoint: Option<Checkpoint>,
+        cut: u64,
+        lag: u64,
+    ) -> Batch {
         let m = &self.metrics;
         m.lines_read
             .get_or_create(&self.label)
             .inc_by(lines.len() as u64);
-        let cut: u64 = self
-            .current
-            .iter()
-            .chain(self.draining.as_ref().map(|d| &d.open))
-            .map(|o| o.split.cut())
-            .sum();
-        if cut > self.cut_seen {
-            warn!(path = %self.path.display(), limit = MAX_LINE, "over-long line cut");
-            m.lines_cut
-                .get_or_create(&self.label)
-                .inc_by(cut - self.cut_seen);
+        if cut > 0 {
+            warn!(path = %self.path.display(), limit = MAX_LINE, lines = cut, "over-long line cut");
+            m.lines_cut.get_or_create(&self.label).inc_by(cut);
         }
-        self.cut_seen = cut;
-        if let Some(o) = &self.current {
-            if let Ok(meta) = o.file.metadata() {
-                let lag = meta.len().saturating_sub(o.read);
-                m.lag_bytes
-                    .get_or_create(&self.label)
-                    .set(i64::try_from(lag).unwrap_or(i64::MAX));
-            }
-        }
+        m.lag_bytes
+            .get_or_create(&self.label)
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
         Batch {
             source: self.source,
             key: self.key.clone(),
@@ -381,6 +394,7 @@ impl FileTail {
     fn open_current(&mut self) {
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound && !self.chain.is_empty() => return,
             Err(e) => return self.report(describe(&e)),
         };
         if let Err(reason) = check_kind(&meta) {
@@ -401,8 +415,7 @@ impl FileTail {
         match opened {
             Ok(o) => {
                 self.usable();
-                self.announce = self.draining.is_none();
-                self.current_delivered = false;
+                self.announce = self.chain.is_empty();
                 self.current = Some(o);
             }
             Err(e) => self.report(describe(&e)),
@@ -431,25 +444,16 @@ impl FileTail {
         if let Some((path, open)) = plan
             .tail_of
             .and_then(|i| rotated.into_iter().nth(i))
-            .and_then(|(p, _)| self.open_at(&p, saved.offset).map(|o| (p, o)))
+            .and_then(|(p, _)| open_at(&p, saved.offset).map(|o| (p, o)))
         {
             info!(path = %self.path.display(), rotated = %path.display(), offset = saved.offset, "resuming in the rotated file");
-            self.draining = Some(Draining {
-                open,
-                quiet_since: None,
-            });
+            self.chain.push_back(open);
         }
         if plan.current_from > 0 {
             debug!(path = %self.path.display(), offset = plan.current_from, "resuming");
         }
         current.seek(plan.current_from)?;
         Ok(current)
-    }
-
-    fn open_at(&self, path: &Path, offset: u64) -> Option<Open> {
-        let file = open(path).ok()?;
-        let meta = file.metadata().ok()?;
-        Open::new(file, &meta, offset).ok()
     }
 
     /// Rotated files beside the path, each compared with `pos`.
@@ -475,11 +479,8 @@ impl FileTail {
             .collect()
     }
 
-    /// At the end of the current file: has the path moved on?
+    /// Has the path moved on from the current file?
     fn check_path(&mut self) {
-        if self.current.is_none() {
-            return;
-        }
         let now = match std::fs::metadata(&self.path) {
             Ok(m) if m.is_file() => self.current.as_ref().map(|o| o.seen(&m)),
             Ok(m) => {
@@ -517,12 +518,9 @@ impl FileTail {
                     .rotated_candidates(&pos)
                     .into_iter()
                     .find(|(_, s)| s.head_matches && s.len > pos.offset && pos.fingerprint.len > 0)
-                    .and_then(|(p, _)| self.open_at(&p, pos.offset));
-                if self.draining.is_none() {
-                    self.draining = copy.map(|open| Draining {
-                        open,
-                        quiet_since: None,
-                    });
+                    .and_then(|(p, _)| open_at(&p, pos.offset));
+                if let Some(copy) = copy {
+                    self.chain.push_back(copy);
                 }
                 if let Some(o) = self.current.as_mut() {
                     if let Err(e) = o.seek(0) {
@@ -530,20 +528,35 @@ impl FileTail {
                         self.current = None;
                     }
                 }
-                self.current_delivered = false;
             }
             Change::Replaced => {
-                if self.draining.is_some() {
-                    // Finish the previous rotated file first.
-                    return;
-                }
                 info!(path = %self.path.display(), "log file rotated; following the new file");
-                self.draining = self.current.take().map(|open| Draining {
-                    open,
-                    quiet_since: None,
-                });
-                self.current_delivered = false;
+                if let Some(old) = self.current.take() {
+                    self.chain.push_back(old);
+                }
+                self.open_current();
             }
         }
     }
+}
+
+/// Reads from `open`; `(bytes, lines cut)`, or `None` on a read error.
+fn read(open: &mut Open, source: usize, lines: &mut Vec<Line>) -> Option<(usize, u64)> {
+    let cut = open.split.cut();
+    let n = open.read_into(source, lines).ok()?;
+    Some((n, open.split.cut() - cut))
+}
+
+/// Bytes of `open` not read yet.
+fn lag(open: &Open) -> u64 {
+    open.file
+        .metadata()
+        .map(|m| m.len().saturating_sub(open.read))
+        .unwrap_or(0)
+}
+
+fn open_at(path: &Path, offset: u64) -> Option<Open> {
+    let file = open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    Open::new(file, &meta, offset).ok()
 }

@@ -123,6 +123,38 @@ fn appends_partials_crlf_rotation_and_truncation() {
 }
 
 #[test]
+fn a_reader_behind_several_rotations_reads_every_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("big.log");
+    append(&log, "");
+    let mut h = Harness::new(&log, Start::End);
+    let mut written = Vec::new();
+    let mut n = 0;
+    for generation in 1..=4 {
+        // 1 MiB per file: more than one read, so the reader falls behind.
+        let mut text = String::new();
+        while text.len() < 1 << 20 {
+            n += 1;
+            written.push(format!("line {n:08}"));
+            text.push_str(&format!("line {n:08}\n"));
+        }
+        append(&log, &text);
+        // One read, which notices the rotation below only at the next one.
+        h.now += Duration::from_secs(3);
+        let got: Vec<String> = h
+            .group
+            .poll(h.now)
+            .into_iter()
+            .flat_map(|b| b.lines.into_iter().map(|l| l.text))
+            .collect();
+        h.early.extend(got);
+        std::fs::rename(&log, dir.path().join(format!("big.log.{generation}"))).expect("rotate");
+        append(&log, "");
+    }
+    assert_eq!(h.poll(), written);
+}
+
+#[test]
 fn start_beginning_reads_what_is_there() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("a.log");
@@ -376,4 +408,56 @@ proptest! {
         let (written, delivered) = interpret(&actions);
         prop_assert_eq!(written, delivered);
     }
+}
+
+#[test]
+fn a_reader_waits_for_detection_and_reports_its_lag() {
+    use std::sync::atomic::AtomicBool;
+
+    use super::follow::spawn_files;
+    use super::Backend;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("fast.log");
+    append(&log, "");
+    let metrics = Arc::new(SourceMetrics::default());
+    let group = FileGroup::new(
+        log.clone(),
+        0,
+        Start::Beginning,
+        HashMap::new(),
+        metrics.clone(),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handle = spawn_files(group, Backend::Auto, tx, stop.clone(), metrics.clone());
+    // 8 MiB: far more than the queue holds (2 batches of at most 256 KiB).
+    let line = "x".repeat(99);
+    let lines = 80_000;
+    let text: String = (0..lines).map(|_| format!("{line}\n")).collect();
+    append(&log, &text);
+    let label = SourceMetrics::label(&log.to_string_lossy());
+    // The reader stops while most of the file is unread, and says so.
+    let mut waited = 0;
+    while metrics.queued_batches.get() < 3 && waited < 1000 {
+        std::thread::sleep(Duration::from_millis(10));
+        waited += 1;
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // Two batches in the queue and one waiting to enter it, no more.
+    assert_eq!(metrics.queued_batches.get(), 3, "the queue is full");
+    let lag = metrics.lag_bytes.get_or_create(&label).get();
+    assert!(lag > 6 << 20, "lag {lag}");
+    // Once detection catches up, everything arrives, once.
+    let mut got = 0;
+    while got < lines {
+        let b = rx.blocking_recv().expect("batch");
+        metrics.queued_batches.dec();
+        got += b.lines.len();
+    }
+    assert_eq!(got, lines);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    handle.interrupt();
+    drop(rx);
+    handle.thread.join().expect("reader thread");
 }
