@@ -67,6 +67,11 @@ impl Detector {
         out
     }
 
+    /// Addresses tracked by all jails (failures in a window, or banned).
+    pub fn tracked(&self) -> usize {
+        self.jails.iter().map(|(j, _)| j.tracked()).sum()
+    }
+
     /// Forgets state that left every window.
     pub fn expire(&mut self, now_ms: i64) {
         for (jail, _) in &mut self.jails {

@@ -165,7 +165,7 @@ pub async fn run(
 }
 
 /// Lines queued between the sources and detection, in batches (each at most
-/// 256 KiB of a file, or 1,024 journal entries).
+/// 64 KiB of a file, or 1,024 journal entries).
 const BATCH_QUEUE: usize = 16;
 
 fn save_positions(positions: &mut PositionStore) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{append, failed_login, Proc};
+use common::{append, failed_login, http_get, wait_until, Proc};
 use fleetban_tests::bins::bin;
 
 const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
@@ -161,4 +161,102 @@ fn journal_entries_are_matched_and_resumed_from_the_cursor() {
         assert_eq!(failures(&agent, ip), 1, "{ip}\n{}", agent.output());
     }
     assert_eq!(failures(&agent, "192.0.2.99"), 0, "{}", agent.output());
+}
+
+/// A metric's value for `source` in Prometheus text, or 0.
+fn metric(text: &str, name: &str, source: &Path) -> u64 {
+    let key = format!("{name}{{source=\"{}\"}} ", source.display());
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn bad_input_is_reported_counted_and_survived() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("auth.log");
+    std::fs::write(&log, "").expect("create log");
+    let globbed = dir.path().join("logs");
+    std::fs::create_dir(&globbed).expect("mkdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[jail]]\nname = \"sshd\"\nlogpath = [\"{}\", \"{}/*.log\"]\n",
+            log.display(),
+            globbed.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&cfg).expect("config").replace(
+        "[firewall]",
+        &format!("metrics_listen = \"{addr}\"\n[firewall]"),
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let mut agent = start_agent(dir.path(), &cfg);
+    agent.wait_for("agent running", 1, Duration::from_secs(60));
+
+    // A 100 MB line: cut at 64 KiB, counted; the next line is read.
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open log");
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..100 {
+            f.write_all(&chunk).expect("write");
+        }
+        f.write_all(b"\n").expect("write");
+    }
+    append(&log, &[failed_login("192.0.2.21", 1)]);
+    agent.wait_for("ip=192.0.2.21", 1, Duration::from_secs(30));
+    let metrics = http_get(&addr, "/metrics");
+    assert_eq!(
+        metric(&metrics, "fleetban_agent_source_lines_cut_total", &log),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "fleetban_agent_source_lines_read_total", &log),
+        2,
+        "{metrics}"
+    );
+
+    // A directory and a FIFO among the glob's matches: warned about, counted.
+    std::fs::create_dir(globbed.join("dir.log")).expect("mkdir");
+    let fifo = globbed.join("pipe.log");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    agent.wait_for("glob match skipped", 2, Duration::from_secs(30));
+
+    // The log vanishes, then is replaced by a directory: warned, retried.
+    std::fs::remove_file(&log).expect("rm log");
+    std::fs::create_dir(&log).expect("directory in its place");
+    agent.wait_for("is a directory, not a log file", 1, Duration::from_secs(30));
+    std::fs::remove_dir(&log).expect("rmdir");
+    append(&log, &[failed_login("192.0.2.22", 2)]);
+    agent.wait_for("ip=192.0.2.22", 1, Duration::from_secs(30));
+    assert!(agent.is_running(), "{}", agent.output());
+    let metrics = http_get(&addr, "/metrics");
+    assert!(
+        metric(&metrics, "fleetban_agent_source_errors_total", &log) >= 1,
+        "{metrics}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || agent
+            .output()
+            .contains("log source usable again")),
+        "{}",
+        agent.output()
+    );
+    for ip in ["192.0.2.21", "192.0.2.22"] {
+        assert_eq!(failures(&agent, ip), 1, "{ip}\n{}", agent.output());
+    }
 }

@@ -23,7 +23,7 @@ use super::{Batch, Line, Start, MAX_LINE};
 use crate::metrics::{SourceLabel, SourceMetrics};
 
 /// Most bytes read from a file before the lines are handed on.
-const READ_BUDGET: usize = 256 * 1024;
+const READ_BUDGET: usize = 64 * 1024;
 /// A rotated file is still read this long after it went quiet, for writers
 /// that reopen their log late.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -341,7 +341,7 @@ impl FileTail {
                     return Some(self.batch(lines, None, cut, 0));
                 }
                 _ if now.duration_since(l.quiet_since) >= DRAIN_GRACE => {
-                    self.late.swap_remove(i);
+                    close_in_background(self.late.swap_remove(i).open);
                 }
                 _ => i += 1,
             }
@@ -537,6 +537,19 @@ impl FileTail {
                 self.open_current();
             }
         }
+    }
+}
+
+/// Closes a rotated file on a thread of its own: the last close of a
+/// deleted file frees its blocks, which takes a while for a big one and
+/// would hold up reading.
+fn close_in_background(open: Open) {
+    if std::thread::Builder::new()
+        .name("fleetban-close".into())
+        .spawn(move || drop(open))
+        .is_err()
+    {
+        debug!("closing a rotated file in the reader thread");
     }
 }
 

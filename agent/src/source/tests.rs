@@ -431,7 +431,7 @@ fn a_reader_waits_for_detection_and_reports_its_lag() {
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let stop = Arc::new(AtomicBool::new(false));
     let mut handle = spawn_files(group, Backend::Auto, tx, stop.clone(), metrics.clone());
-    // 8 MiB: far more than the queue holds (2 batches of at most 256 KiB).
+    // 8 MiB: far more than the queue holds (2 batches of at most 64 KiB).
     let line = "x".repeat(99);
     let lines = 80_000;
     let text: String = (0..lines).map(|_| format!("{line}\n")).collect();
