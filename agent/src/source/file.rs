@@ -262,6 +262,15 @@ impl FileTail {
         &self.path
     }
 
+    /// Whether the path is gone and everything read: a glob match that was
+    /// deleted, no longer worth a reader.
+    pub fn is_gone(&self) -> bool {
+        self.chain.is_empty()
+            && self.late.is_empty()
+            && self.current.as_ref().is_none_or(|o| lag(o) == 0)
+            && matches!(std::fs::symlink_metadata(&self.path), Err(e) if e.kind() == ErrorKind::NotFound)
+    }
+
     /// Device and inode of the files being read.
     pub fn inodes(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.chain
@@ -572,4 +581,38 @@ fn open_at(path: &Path, offset: u64) -> Option<Open> {
     let file = open(path).ok()?;
     let meta = file.metadata().ok()?;
     Open::new(file, &meta, offset).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_plain() {
+        let e = |k: ErrorKind| describe(&std::io::Error::from(k));
+        assert_eq!(e(ErrorKind::NotFound), "does not exist");
+        assert_eq!(
+            e(ErrorKind::PermissionDenied),
+            "is not readable (permission denied)"
+        );
+    }
+
+    #[test]
+    fn unusable_paths_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = check_readable(dir.path()).expect_err("a directory");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "log path {}: is a directory, not a log file",
+                dir.path().display()
+            )
+        );
+        let missing = dir.path().join("nope.log");
+        let e = check_readable(&missing).expect_err("missing");
+        assert_eq!(
+            e.to_string(),
+            format!("log path {}: does not exist", missing.display())
+        );
+    }
 }

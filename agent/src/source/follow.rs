@@ -207,6 +207,14 @@ impl FileGroup {
 
     fn rescan(&mut self, at_start: bool) {
         let pattern = self.spec.to_string_lossy().into_owned();
+        // Matches deleted and read to their end are let go.
+        self.tails.retain(|t| {
+            let gone = t.is_gone();
+            if gone {
+                info!(pattern = %pattern, path = %t.path().display(), "log file gone; no longer followed");
+            }
+            !gone
+        });
         let known: HashSet<(u64, u64)> = self.tails.iter().flat_map(|t| t.inodes()).collect();
         for path in expand(&pattern) {
             if self.tails.iter().any(|t| t.path() == path) {

@@ -236,6 +236,11 @@ fn globs_pick_up_new_files_and_skip_compressed_and_rotated_ones() {
     std::fs::rename(&a, dir.path().join("a.log.1")).expect("rotate");
     append(&a, "a3\n");
     assert_eq!(h.poll(), strings(&["a2", "a3"]));
+    // A deleted match is let go; one created again under its name is new.
+    std::fs::remove_file(dir.path().join("b.log")).expect("rm");
+    assert!(h.poll().is_empty());
+    append(&dir.path().join("b.log"), "b2\n");
+    assert_eq!(h.poll(), strings(&["b2"]));
 }
 
 #[test]
@@ -419,7 +424,12 @@ fn a_reader_waits_for_detection_and_reports_its_lag() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("fast.log");
-    append(&log, "");
+    // 8 MiB, there before the reader starts: far more than the queue holds
+    // (2 batches of at most 64 KiB).
+    let line = "x".repeat(99);
+    let lines = 80_000;
+    let text: String = (0..lines).map(|_| format!("{line}\n")).collect();
+    append(&log, &text);
     let metrics = Arc::new(SourceMetrics::default());
     let group = FileGroup::new(
         log.clone(),
@@ -431,11 +441,6 @@ fn a_reader_waits_for_detection_and_reports_its_lag() {
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let stop = Arc::new(AtomicBool::new(false));
     let mut handle = spawn_files(group, Backend::Auto, tx, stop.clone(), metrics.clone());
-    // 8 MiB: far more than the queue holds (2 batches of at most 64 KiB).
-    let line = "x".repeat(99);
-    let lines = 80_000;
-    let text: String = (0..lines).map(|_| format!("{line}\n")).collect();
-    append(&log, &text);
     let label = SourceMetrics::label(&log.to_string_lossy());
     // The reader stops while most of the file is unread, and says so.
     let mut waited = 0;
@@ -456,6 +461,34 @@ fn a_reader_waits_for_detection_and_reports_its_lag() {
         got += b.lines.len();
     }
     assert_eq!(got, lines);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    handle.interrupt();
+    drop(rx);
+    handle.thread.join().expect("reader thread");
+}
+
+#[test]
+fn the_polling_backend_delivers_without_inotify() {
+    use std::sync::atomic::AtomicBool;
+
+    use super::follow::spawn_files;
+    use super::Backend;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("nfs.log");
+    append(&log, "");
+    let metrics = Arc::new(SourceMetrics::default());
+    let group = FileGroup::new(log.clone(), 0, Start::End, HashMap::new(), metrics.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handle = spawn_files(group, Backend::Polling, tx, stop.clone(), metrics);
+    // The start position comes first, then the lines.
+    let first = rx.blocking_recv().expect("start position");
+    assert!(first.lines.is_empty() && first.checkpoint.is_some());
+    append(&log, "polled\n");
+    let b = rx.blocking_recv().expect("batch");
+    assert_eq!(b.lines.len(), 1);
+    assert_eq!(b.lines[0].text, "polled");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     handle.interrupt();
     drop(rx);
