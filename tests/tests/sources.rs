@@ -239,7 +239,14 @@ fn bad_input_is_reported_counted_and_survived() {
     // The log vanishes, then is replaced by a directory: warned, retried.
     std::fs::remove_file(&log).expect("rm log");
     std::fs::create_dir(&log).expect("directory in its place");
-    agent.wait_for("is a directory, not a log file", 1, Duration::from_secs(30));
+    agent.wait_for(
+        &format!(
+            "retrying path={} reason=is a directory, not a log file",
+            log.display()
+        ),
+        1,
+        Duration::from_secs(30),
+    );
     std::fs::remove_dir(&log).expect("rmdir");
     append(&log, &[failed_login("192.0.2.22", 2)]);
     agent.wait_for("ip=192.0.2.22", 1, Duration::from_secs(30));
