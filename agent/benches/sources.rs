@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(16);
     let sources = plan.spawn(&store, &tx, &metrics);
     drop(tx);
-    let mut detector = Detector::new(&config.jails, routes);
+    let mut detector = Detector::new(&config.jails, routes, &config.zone)?;
     // The sources open their files at their end first.
     std::thread::sleep(Duration::from_millis(500));
 

@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fleetban_engine::{Filter, JailSettings};
+use fleetban_engine::date::Zone;
+use fleetban_engine::fail2ban::{options, read_filter, FilterDefinition, Located, Origin};
+
+use crate::fsfiles::FsFiles;
+use fleetban_engine::{Filter, FilterOptions, JailSettings};
 use fleetban_proto::config::{self, ConfigError};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -23,6 +27,27 @@ struct AgentFile {
     firewall: FirewallSection,
     #[serde(default)]
     jail: Vec<JailSection>,
+    fail2ban: Option<Fail2banSection>,
+}
+
+/// An existing fail2ban configuration to run as it is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fail2banSection {
+    /// fail2ban's directory (`jail.conf`, `jail.d`, `filter.d`).
+    #[serde(default = "default_fail2ban_dir")]
+    dir: PathBuf,
+    /// Jails to take; default: every enabled jail.
+    #[serde(default)]
+    jails: Vec<String>,
+}
+
+fn default_fail2ban_dir() -> PathBuf {
+    PathBuf::from("/etc/fail2ban")
+}
+
+fn default_filter_dirs() -> Vec<PathBuf> {
+    vec![PathBuf::from("/etc/fail2ban/filter.d")]
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +59,11 @@ struct AgentSection {
     state_dir: Option<PathBuf>,
     /// `HOST:PORT` for the Prometheus metrics endpoint; off when unset.
     metrics_listen: Option<String>,
+    /// Zone of log times that name none; default: the system's.
+    timezone: Option<String>,
+    /// Where `filter = "name"` looks for fail2ban filters.
+    #[serde(default = "default_filter_dirs")]
+    filter_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +113,9 @@ struct JailSection {
     journalmatch: Option<String>,
     #[serde(default)]
     start: Option<String>,
+    /// A fail2ban filter by name or path, with options: `sshd[mode=aggressive]`.
+    filter: Option<String>,
+    #[serde(default)]
     failregex: Vec<String>,
     #[serde(default)]
     ignoreregex: Vec<String>,
@@ -126,7 +159,8 @@ pub enum FirewallBackend {
 pub struct JailConfig {
     pub settings: JailSettings,
     pub logpaths: Vec<PathBuf>,
-    pub filter: Filter,
+    /// The filter, checked (it compiles).
+    pub filter: FilterDefinition,
     /// How the log paths are read.
     pub source: SourceSettings,
 }
@@ -146,6 +180,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleetban/agent";
 /// The agent's configuration, checked.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// The zone of log times that name none.
+    pub zone: Zone,
     pub agent_id: String,
     /// `None`: standalone, no server.
     pub server_url: Option<String>,
@@ -221,6 +257,15 @@ impl AgentConfig {
                 ));
             }
         };
+        let zone = match &file.agent.timezone {
+            Some(tz) => Zone::parse(tz).map_err(|e| err("agent.timezone", e))?,
+            None => local_zone(),
+        };
+        let filter_dirs = if file.agent.filter_dirs.is_empty() {
+            default_filter_dirs()
+        } else {
+            file.agent.filter_dirs.clone()
+        };
         let mut jails = Vec::new();
         for (nth, j) in file.jail.into_iter().enumerate() {
             if !j.enabled {
@@ -233,9 +278,54 @@ impl AgentConfig {
             if j.name.is_empty() || jails.iter().any(|k: &JailConfig| k.settings.name == j.name) {
                 return Err(err("jail.name", in_jail("empty or used twice".into())));
             }
-            let source = source_settings(&j).map_err(|(k, m)| err(k, in_jail(m)))?;
-            let filter = Filter::new(&j.failregex, &j.ignoreregex)
-                .map_err(|e| err("jail.failregex", in_jail(e.to_string())))?;
+            let reading = source_settings(&j).map_err(|(k, m)| err(k, in_jail(m)))?;
+            let filter = match (&j.filter, j.failregex.is_empty()) {
+                (Some(_), false) => {
+                    return Err(err(
+                        "jail.filter",
+                        in_jail("give either filter or failregex, not both".into()),
+                    ));
+                }
+                (None, true) => {
+                    return Err(err(
+                        "jail.failregex",
+                        in_jail("needs a filter or a failregex".into()),
+                    ));
+                }
+                (Some(spec), true) => {
+                    let mut def = fail2ban_filter(spec, &filter_dirs)
+                        .map_err(|e| err("jail.filter", in_jail(e)))?;
+                    def.ignoreregex
+                        .extend(j.ignoreregex.iter().map(|r| Located {
+                            value: r.clone(),
+                            option: "ignoreregex".into(),
+                            origin: None,
+                        }));
+                    def
+                }
+                (None, false) => {
+                    let line = ConfigError::key_in_table(
+                        path,
+                        source,
+                        Some(("jail", nth)),
+                        "jail.failregex",
+                        "",
+                    )
+                    .line;
+                    let origin = Origin {
+                        file: path.to_owned(),
+                        line,
+                    };
+                    FilterDefinition::from_regexes(Some(origin), &j.failregex, &j.ignoreregex)
+                }
+            };
+            let key = if j.filter.is_some() {
+                "jail.filter"
+            } else {
+                "jail.failregex"
+            };
+            Filter::new(&filter, filter_options(&zone))
+                .map_err(|e| err(key, in_jail(e.to_string())))?;
             let findtime = duration(&j.findtime).map_err(|e| err("jail.findtime", in_jail(e)))?;
             let bantime = duration(&j.bantime).map_err(|e| err("jail.bantime", in_jail(e)))?;
             if bantime.is_zero() {
@@ -262,7 +352,7 @@ impl AgentConfig {
                 },
                 logpaths: j.logpath,
                 filter,
-                source,
+                source: reading,
             });
         }
         let metrics_listen = match file.agent.metrics_listen {
@@ -274,7 +364,32 @@ impl AgentConfig {
             })?),
             None => None,
         };
+        if let Some(f2b) = &file.fail2ban {
+            for jail in crate::fail2ban_import::import(&f2b.dir, &f2b.jails)? {
+                if jails
+                    .iter()
+                    .any(|k: &JailConfig| k.settings.name == jail.settings.name)
+                {
+                    return Err(err(
+                        "fail2ban.jails",
+                        format!(
+                            "jail {:?} is defined here and in {}",
+                            jail.settings.name,
+                            f2b.dir.display()
+                        ),
+                    ));
+                }
+                Filter::new(&jail.filter, filter_options(&zone)).map_err(|e| {
+                    err(
+                        "fail2ban.dir",
+                        format!("jail {:?}: {e}", jail.settings.name),
+                    )
+                })?;
+                jails.push(jail);
+            }
+        }
         Ok(AgentConfig {
+            zone,
             agent_id,
             server_url,
             firewall,
@@ -335,6 +450,44 @@ fn source_settings(j: &JailSection) -> Result<SourceSettings, (&'static str, Str
         journalmatch,
         start,
     })
+}
+
+/// A fail2ban filter named in a jail: a path, or a name in `dirs`, with
+/// options (`sshd[mode=aggressive]`).
+fn fail2ban_filter(spec: &str, dirs: &[PathBuf]) -> Result<FilterDefinition, String> {
+    let named = options::parse(spec).map_err(|e| e.to_string())?;
+    let as_path = Path::new(&named.name);
+    let base = if as_path.is_absolute() {
+        as_path.with_extension("")
+    } else {
+        dirs.iter()
+            .map(|d| d.join(&named.name))
+            .find(|b| b.with_extension("conf").is_file() || b.with_extension("local").is_file())
+            .ok_or_else(|| {
+                let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+                format!("no filter {:?} in {}", named.name, looked.join(", "))
+            })?
+    };
+    read_filter(&FsFiles, &base, &named.options).map_err(|e| e.to_string())
+}
+
+/// The system's time zone (UTC if it cannot be told).
+pub fn local_zone() -> Zone {
+    iana_time_zone::get_timezone()
+        .ok()
+        .and_then(|name| Zone::parse(&name).ok())
+        .unwrap_or_else(Zone::utc)
+}
+
+/// How the agent runs its filters: against live logs.
+pub fn filter_options(zone: &Zone) -> FilterOptions {
+    use chrono::Datelike;
+    FilterOptions {
+        zone: zone.clone(),
+        now_year: chrono::Utc::now().year(),
+        check_all: false,
+        undated_is_now: true,
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -488,6 +641,44 @@ failregex = ["<HOST>"]
         assert_eq!(e.key, "jail.logpath");
         let e = parse(&j.replace("127.0.0.1:9095", "nowhere")).expect_err("bad listen");
         assert_eq!(e.key, "agent.metrics_listen");
+    }
+
+    #[test]
+    fn fail2ban_filters_and_jails_mix_with_native_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("filter.d")).unwrap();
+        std::fs::write(
+            d.join("filter.d/x.conf"),
+            "[Definition]\nfailregex = ^<mode> <HOST>$\nmode = plain\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("jail.conf"),
+            "[DEFAULT]\nfilter = %(__name__)s\n[x]\nenabled = true\nlogpath = /var/log/x.log\n",
+        )
+        .unwrap();
+        let src = format!(
+            "[agent]\nid = \"a\"\nfilter_dirs = [\"{fd}\"]\n[fail2ban]\ndir = \"{d}\"\n[[jail]]\nname = \"mine\"\nlogpath = [\"/l\"]\nfilter = \"x[mode=loud]\"\nignoreregex = [\"^loud 10\"]\n",
+            fd = d.join("filter.d").display(),
+            d = d.display()
+        );
+        let c = parse(&src).expect("loads");
+        assert_eq!(c.jails.len(), 2);
+        assert_eq!(c.jails[0].filter.failregex[0].value, "^loud <HOST>$");
+        assert_eq!(c.jails[0].filter.ignoreregex.len(), 1);
+        assert_eq!(c.jails[1].settings.name, "x");
+        assert_eq!(c.jails[1].filter.failregex[0].value, "^plain <HOST>$");
+        let e = parse(&src.replace("x[mode=loud]", "nosuch")).expect_err("unknown filter");
+        assert_eq!(e.key, "jail.filter");
+        assert!(e.message.contains("no filter \"nosuch\""), "{e}");
+        let e = parse(&src.replace("name = \"mine\"", "name = \"x\"")).expect_err("duplicate");
+        assert_eq!(e.key, "fail2ban.jails");
+        let both = src.replace(
+            "filter = \"x[mode=loud]\"",
+            "filter = \"x\"\nfailregex = [\"<HOST>\"]",
+        );
+        assert_eq!(parse(&both).expect_err("both").key, "jail.filter");
     }
 
     #[test]

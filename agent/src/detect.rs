@@ -3,9 +3,10 @@
 
 use std::net::IpAddr;
 
-use fleetban_engine::{Ban, Jail};
+use fleetban_engine::date::Zone;
+use fleetban_engine::{Ban, Filter, FilterError, Jail};
 
-use crate::config::JailConfig;
+use crate::config::{filter_options, JailConfig};
 use crate::source::Line;
 
 /// What one line led to.
@@ -20,8 +21,18 @@ pub enum Detection {
     Ban(Ban),
 }
 
+/// When a failure happened: its log time, unless that is more than a minute
+/// away from now (a clock or zone problem, or an old line), as fail2ban
+/// treats such lines while following a log.
+fn event_time(log_time: Option<f64>, now_ms: i64) -> i64 {
+    match log_time {
+        Some(t) if ((t * 1000.0) as i64 - now_ms).abs() <= 60_000 => (t * 1000.0) as i64,
+        _ => now_ms,
+    }
+}
+
 pub struct Detector {
-    jails: Vec<(Jail, fleetban_engine::Filter)>,
+    jails: Vec<(Jail, Filter)>,
     /// Source index → the jails that read it.
     routes: Vec<Vec<usize>>,
 }
@@ -29,14 +40,24 @@ pub struct Detector {
 impl Detector {
     /// `routes[source]` lists the indexes (into `jails`) of the jails that
     /// follow that source.
-    pub fn new(jails: &[JailConfig], routes: Vec<Vec<usize>>) -> Self {
-        Detector {
-            jails: jails
-                .iter()
-                .map(|j| (Jail::new(j.settings.clone()), j.filter.clone()))
-                .collect(),
-            routes,
-        }
+    /// Filters were checked when the configuration was loaded; one that
+    /// still fails to build here is an error.
+    pub fn new(
+        jails: &[JailConfig],
+        routes: Vec<Vec<usize>>,
+        zone: &Zone,
+    ) -> Result<Self, FilterError> {
+        let options = filter_options(zone);
+        let jails = jails
+            .iter()
+            .map(|j| {
+                Ok((
+                    Jail::new(j.settings.clone()),
+                    Filter::new(&j.filter, options.clone())?,
+                ))
+            })
+            .collect::<Result<_, FilterError>>()?;
+        Ok(Detector { jails, routes })
     }
 
     pub fn on_line(&mut self, line: &Line, now_ms: i64) -> Vec<Detection> {
@@ -48,20 +69,28 @@ impl Detector {
             let Some((jail, filter)) = self.jails.get_mut(j) else {
                 continue;
             };
-            let Some(failure) = filter.check(&line.text) else {
-                continue;
-            };
-            if jail.ignores(failure.ip) {
-                continue;
-            }
-            out.push(Detection::Failure {
-                jail: jail.settings().name.clone(),
-                ip: failure.ip,
-                user: failure.user,
-                at_ms: now_ms,
-            });
-            if let Some(ban) = jail.on_failure(failure.ip, now_ms) {
-                out.push(Detection::Ban(ban));
+            let result = filter.process_line(&line.text, now_ms.div_euclid(1000));
+            for failure in result.failures {
+                if failure.nofail {
+                    continue;
+                }
+                // Host names are not resolved: only an address can be banned.
+                let Some(ip) = failure.address() else {
+                    continue;
+                };
+                if jail.ignores(ip) {
+                    continue;
+                }
+                let at_ms = event_time(failure.time, now_ms);
+                out.push(Detection::Failure {
+                    jail: jail.settings().name.clone(),
+                    ip,
+                    user: failure.user,
+                    at_ms,
+                });
+                if let Some(ban) = jail.on_failure(ip, at_ms) {
+                    out.push(Detection::Ban(ban));
+                }
             }
         }
         out
@@ -107,7 +136,7 @@ failregex = ['<HOST> .*" 401 ']
 "#,
         )
         .expect("config");
-        let mut d = Detector::new(&cfg.jails, vec![vec![0], vec![1]]);
+        let mut d = Detector::new(&cfg.jails, vec![vec![0], vec![1]], &Zone::utc()).unwrap();
         let line = |source, text: &str| Line::new(source, text);
         let ssh = "sshd[1]: Failed password for root from 192.0.2.4 port 22";
         assert_eq!(d.on_line(&line(1, ssh), 0), vec![]);

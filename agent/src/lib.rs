@@ -7,10 +7,13 @@ pub mod blocklist;
 pub mod config;
 pub mod detect;
 pub mod enforce;
+pub mod fail2ban_import;
 pub mod firewall;
+pub mod fsfiles;
 pub mod link;
 pub mod metrics;
 pub mod source;
+pub mod test_filter;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +47,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("filter: {0}")]
+    Filter(fleetban_engine::FilterError),
     #[error("firewall ({backend}) unusable: {source}")]
     Firewall {
         backend: &'static str,
@@ -124,7 +129,8 @@ pub async fn run(
         "agent running"
     );
 
-    let mut detector = Detector::new(&config.jails, routes);
+    let mut detector =
+        Detector::new(&config.jails, routes, &config.zone).map_err(AgentError::Filter)?;
     let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
     let mut save = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);

@@ -3,8 +3,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod date;
+pub mod fail2ban;
 pub mod filter;
 pub mod jail;
 
-pub use filter::{Failure, Filter, FilterError};
+pub use filter::{Failure, Filter, FilterError, FilterOptions, HostKind, LineResult};
 pub use jail::{Ban, Jail, JailSettings};

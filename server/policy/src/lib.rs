@@ -4,8 +4,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod allowlist;
+pub mod correlate;
+pub mod feed;
+pub mod growth;
+
 use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
+
+pub use allowlist::Allowlist;
+pub use correlate::{Facts, FleetThreshold, Policy, PolicyError, SubnetEscalation};
+pub use growth::{BanGrowth, Growth};
 
 /// Where a decision comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,95 +87,9 @@ pub struct NewDecision {
 /// The fleet scope: every agent.
 pub const SCOPE_FLEET: &str = "fleet";
 
-/// Local echo: a local ban becomes a fleet decision, unless a ban of the same
-/// target already covers at least as long.
-pub fn on_local_ban(
-    ban: &LocalBan,
-    active: &[ActiveBan],
-    now: DateTime<Utc>,
-) -> Option<NewDecision> {
-    // Counted from the ban itself (it may arrive late, after a reconnect), but
-    // never beyond a full ban from now, whatever the agent's clock says.
-    let expires_at = (ban.at + ban.duration).min(now + ban.duration);
-    if expires_at <= now {
-        return None;
-    }
-    let covered = active
-        .iter()
-        .any(|a| a.target.contains(&ban.target) && a.expires_at.is_none_or(|e| e >= expires_at));
-    if covered {
-        return None;
-    }
-    Some(NewDecision {
-        target: ban.target,
-        origin: Origin::Local,
-        reason: format!(
-            "{} failures in jail {} on {}",
-            ban.failures, ban.jail, ban.agent_id
-        ),
-        creator: format!("agent:{}", ban.agent_id),
-        jail: ban.jail.clone(),
-        scope: SCOPE_FLEET.to_owned(),
-        expires_at: Some(expires_at),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn t(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
-    }
-
-    fn ban(target: &str, at: i64, secs: i64) -> LocalBan {
-        LocalBan {
-            agent_id: "a".into(),
-            jail: "sshd".into(),
-            target: target.parse().unwrap(),
-            at: t(at),
-            duration: Duration::seconds(secs),
-            failures: 5,
-        }
-    }
-
-    #[test]
-    fn local_ban_becomes_fleet_decision() {
-        let d = on_local_ban(&ban("192.0.2.1/32", 0, 600), &[], t(1)).unwrap();
-        assert_eq!(d.origin, Origin::Local);
-        assert_eq!(d.scope, SCOPE_FLEET);
-        assert_eq!(d.expires_at, Some(t(600)));
-        let late = on_local_ban(&ban("192.0.2.1/32", 0, 600), &[], t(700));
-        assert_eq!(late, None);
-        assert_eq!(d.creator, "agent:a");
-    }
-
-    #[test]
-    fn covered_ban_makes_no_decision() {
-        let active = [ActiveBan {
-            target: "192.0.2.0/24".parse().unwrap(),
-            expires_at: Some(t(10_000)),
-        }];
-        assert_eq!(
-            on_local_ban(&ban("192.0.2.1/32", 0, 600), &active, t(0)),
-            None
-        );
-        let forever = [ActiveBan {
-            target: "192.0.2.1/32".parse().unwrap(),
-            expires_at: None,
-        }];
-        assert_eq!(
-            on_local_ban(&ban("192.0.2.1/32", 0, 600), &forever, t(0)),
-            None
-        );
-        // A shorter ban does not cover a longer one.
-        let short = [ActiveBan {
-            target: "192.0.2.1/32".parse().unwrap(),
-            expires_at: Some(t(60)),
-        }];
-        assert!(on_local_ban(&ban("192.0.2.1/32", 0, 600), &short, t(0)).is_some());
-    }
 
     #[test]
     fn origin_names_round_trip() {

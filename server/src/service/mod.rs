@@ -6,7 +6,7 @@ mod blocklist;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use fleetban_policy::{ActiveBan, LocalBan};
+use fleetban_policy::{correlate, ActiveBan, Facts, LocalBan, Policy};
 use tokio::sync::{watch, Mutex};
 use tracing::info;
 
@@ -51,6 +51,8 @@ pub struct Service {
     /// Serialises correlation within this process, so two agents reporting
     /// the same address at once make one decision.
     correlate: Mutex<()>,
+    /// The fleet's correlation rules.
+    policy: Policy,
 }
 
 impl Service {
@@ -67,6 +69,7 @@ impl Service {
             metrics,
             version,
             correlate: Mutex::new(()),
+            policy: Policy::default(),
         })
     }
 
@@ -125,14 +128,12 @@ impl Service {
         self.metrics.events_stored.inc_by(stored);
         let mut decided = Vec::new();
         for ban in bans {
-            if let Some(d) = self.local_ban(ban).await? {
-                decided.push(d);
-            }
+            decided.extend(self.local_ban(ban).await?);
         }
         Ok(decided)
     }
 
-    async fn local_ban(&self, ban: &LocalBan) -> Result<Option<Decision>, ServiceError> {
+    async fn local_ban(&self, ban: &LocalBan) -> Result<Vec<Decision>, ServiceError> {
         let _guard = self.correlate.lock().await;
         let now = self.clock.now();
         let active: Vec<ActiveBan> = self
@@ -145,20 +146,25 @@ impl Service {
                 expires_at: d.expires_at,
             })
             .collect();
-        let Some(new) = fleetban_policy::on_local_ban(ban, &active, now) else {
-            return Ok(None);
+        let facts = Facts {
+            active,
+            ..Default::default()
         };
-        let decision = self.store.record_decision(&new, now).await?;
-        info!(
-            decision = decision.id,
-            version = decision.version,
-            target = %decision.target,
-            origin = decision.origin.as_str(),
-            "decision recorded"
-        );
-        self.metrics.decisions.inc();
-        self.publish(decision.version);
-        Ok(Some(decision))
+        let mut recorded = Vec::new();
+        for new in correlate::on_local_ban(&self.policy, ban, None, &facts, now) {
+            let decision = self.store.record_decision(&new, now).await?;
+            info!(
+                decision = decision.id,
+                version = decision.version,
+                target = %decision.target,
+                origin = decision.origin.as_str(),
+                "decision recorded"
+            );
+            self.metrics.decisions.inc();
+            self.publish(decision.version);
+            recorded.push(decision);
+        }
+        Ok(recorded)
     }
 
     /// Ends a decision for the whole fleet.

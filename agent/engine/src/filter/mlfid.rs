@@ -1,0 +1,195 @@
+//! Multi-line failures: lines sharing an id (`<F-MLFID>`, e.g. a connection)
+//! are merged into one failure, as fail2ban does: a success (`mlfgained`)
+//! or a no-failure line (`nofail`) holds the failure back, a disconnect
+//! (`mlfforget`) ends the id's record, pending lines wait for an address.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// What is known about one failure being assembled.
+#[derive(Debug, Clone, Default)]
+pub struct FailData {
+    pub groups: BTreeMap<&'static str, String>,
+    /// Lines that make up the failure.
+    pub matches: usize,
+    /// Lines held back while the failure was not (yet) one.
+    pub nofail_matches: usize,
+    pub users: Option<BTreeSet<String>>,
+    pub pending: bool,
+    /// The address, when the failure id is something else (`<F-ID>`).
+    pub ip: Option<String>,
+}
+
+impl FailData {
+    pub fn truthy(&self, k: &str) -> bool {
+        self.groups.get(k).is_some_and(|v| !v.is_empty())
+    }
+
+    fn update_users(&mut self) -> Option<&BTreeSet<String>> {
+        if let Some(u) = self.groups.get("user").filter(|u| !u.is_empty()).cloned() {
+            self.users.get_or_insert_with(BTreeSet::new).insert(u);
+        }
+        self.users.as_ref()
+    }
+
+    /// The user, or all users when several tried within one connection.
+    pub fn all_users(&self) -> Vec<String> {
+        self.users
+            .as_ref()
+            .map(|u| u.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Where the merged failure lives.
+#[derive(Debug)]
+pub enum Merged {
+    /// In the cache under this id; later changes are seen by later lines.
+    Cached(String),
+    Owned(FailData),
+}
+
+/// Recent multi-line failures by id (at most 100, each for 5 minutes).
+#[derive(Debug, Default)]
+pub struct MlfidCache {
+    entries: HashMap<String, (i64, FailData), foldhash::fast::RandomState>,
+    order: VecDeque<String>,
+    /// When entries were last checked for age (once a second at most).
+    expired_at: i64,
+}
+
+const MAX_ENTRIES: usize = 100;
+const MAX_AGE_S: i64 = 300;
+
+impl MlfidCache {
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut FailData> {
+        self.entries.get_mut(id).map(|(_, d)| d)
+    }
+
+    fn set(&mut self, id: &str, data: FailData, now: i64) {
+        self.expire(now);
+        if !self.entries.contains_key(id) {
+            self.order.push_back(id.to_owned());
+        }
+        self.entries.insert(id.to_owned(), (now, data));
+        while self.entries.len() > MAX_ENTRIES {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn expire(&mut self, now: i64) {
+        if now == self.expired_at {
+            return;
+        }
+        self.expired_at = now;
+        let before = self.entries.len();
+        self.entries.retain(|_, (t, _)| now - *t <= MAX_AGE_S);
+        if self.entries.len() != before {
+            let entries = &self.entries;
+            self.order.retain(|o| entries.contains_key(o));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Merges a new line's failure `fail` for `id` with what is known.
+    pub fn merge(&mut self, id: &str, mut fail: FailData, matched: usize, now: i64) -> Merged {
+        const NOFAIL: u8 = 1;
+        const FORGET: u8 = 2;
+        const WAS_NOFAIL: u8 = 4;
+        const GAINED: u8 = 8;
+        let mut flags = 0u8;
+        if fail.truthy("mlfgained") {
+            flags |= GAINED | NOFAIL;
+            if !fail.truthy("nofail") {
+                let g = fail.groups.get("mlfgained").cloned().unwrap_or_default();
+                fail.groups.insert("nofail", g);
+            }
+        } else if fail.truthy("nofail") {
+            flags |= NOFAIL;
+        }
+        if fail
+            .groups
+            .remove("mlfforget")
+            .is_some_and(|v| !v.is_empty())
+        {
+            flags |= FORGET;
+        }
+        self.expire(now);
+        let users_many;
+        let target = if let Some((_, known)) = self.entries.get_mut(id) {
+            if let Some(u) = fail.groups.get("user").filter(|u| !u.is_empty()) {
+                known
+                    .users
+                    .get_or_insert_with(BTreeSet::new)
+                    .insert(u.clone());
+            }
+            users_many = known.users.as_ref().is_some_and(|u| u.len() > 1);
+            if known.groups.remove("nofail").is_some_and(|v| !v.is_empty()) {
+                flags |= WAS_NOFAIL;
+            }
+            if known
+                .groups
+                .remove("mlfgained")
+                .is_some_and(|v| !v.is_empty())
+            {
+                flags |= WAS_NOFAIL;
+            }
+            if flags & GAINED != 0 {
+                known.pending = false;
+            }
+            if flags & WAS_NOFAIL == 0 && !known.pending {
+                known.matches = 0;
+            }
+            known.groups.extend(fail.groups);
+            known.matches += fail.matches;
+            known.nofail_matches += fail.nofail_matches;
+            if fail.ip.is_some() {
+                known.ip = fail.ip;
+            }
+            if flags & FORGET != 0 {
+                let data = self.entries.remove(id).map(|(_, d)| d).unwrap_or_default();
+                self.order.retain(|o| o != id);
+                Merged::Owned(data)
+            } else {
+                Merged::Cached(id.to_owned())
+            }
+        } else if flags & FORGET == 0 {
+            users_many = fail.update_users().is_some_and(|u| u.len() > 1);
+            self.set(id, fail, now);
+            Merged::Cached(id.to_owned())
+        } else {
+            users_many = false;
+            Merged::Owned(fail)
+        };
+        let mut merged = target;
+        let data = match &mut merged {
+            Merged::Cached(k) => match self.get_mut(k) {
+                Some(d) => d,
+                None => return Merged::Owned(FailData::default()),
+            },
+            Merged::Owned(d) => d,
+        };
+        if std::mem::take(&mut data.pending) || users_many {
+            data.groups.remove("nofail");
+            data.groups.remove("mlfgained");
+            flags &= !(GAINED | NOFAIL);
+        }
+        if flags & NOFAIL == 0 {
+            let mut m = std::mem::take(&mut data.nofail_matches) + data.matches;
+            if flags & GAINED == 0 {
+                m += matched;
+            }
+            data.matches = m;
+        } else if flags & (NOFAIL | FORGET) == NOFAIL {
+            data.nofail_matches += matched;
+        }
+        merged
+    }
+}

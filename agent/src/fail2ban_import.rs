@@ -1,0 +1,158 @@
+//! An existing fail2ban configuration as agent jails: every enabled jail of
+//! `jail.conf`/`jail.local`/`jail.d` with its filter, times and ignore list.
+
+use std::path::Path;
+
+use fleetban_engine::fail2ban::{read_jails, Fail2banError, JailDefinition};
+use fleetban_engine::JailSettings;
+use fleetban_proto::config::ConfigError;
+use ipnet::IpNet;
+use tracing::warn;
+
+use crate::config::{duration, JailConfig};
+use crate::fsfiles::FsFiles;
+
+/// fail2ban's defaults where a jail says nothing.
+const DEFAULT_MAXRETRY: u32 = 5;
+const DEFAULT_TIME: &str = "10m";
+/// `bantime = -1` (or any negative time) bans for good: 100 years here.
+const FOREVER_MS: i64 = 100 * 365 * 86_400 * 1_000;
+
+fn located(e: Fail2banError) -> ConfigError {
+    ConfigError {
+        path: e.file,
+        line: e.line,
+        key: String::new(),
+        message: e.message,
+    }
+}
+
+/// The enabled jails under `dir` (all of them, or those named in `only`).
+pub fn import(dir: &Path, only: &[String]) -> Result<Vec<JailConfig>, ConfigError> {
+    let defs = read_jails(&FsFiles, dir).map_err(located)?;
+    for name in only {
+        if !defs.iter().any(|d| d.name == *name) {
+            return Err(ConfigError::file(
+                &dir.join("jail.conf"),
+                format!("no jail named {name:?}"),
+            ));
+        }
+    }
+    defs.into_iter()
+        .filter(|d| d.enabled && (only.is_empty() || only.contains(&d.name)))
+        .map(|d| convert(dir, d))
+        .collect()
+}
+
+fn convert(dir: &Path, d: JailDefinition) -> Result<JailConfig, ConfigError> {
+    let at = |message: String| match &d.origin {
+        Some(o) => ConfigError {
+            path: o.file.clone(),
+            line: o.line,
+            key: String::new(),
+            message: format!("[{}] {message}", d.name),
+        },
+        None => ConfigError::file(&dir.join("jail.conf"), format!("[{}] {message}", d.name)),
+    };
+    let Some(filter) = d.filter.clone() else {
+        return Err(at("has no filter".into()));
+    };
+    if d.backend.starts_with("systemd") {
+        return Err(at(format!(
+            "backend {:?}: read the journal with a journal source (see docs/configuration.md)",
+            d.backend
+        )));
+    }
+    let ms = |v: &Option<String>, what: &str| -> Result<i64, ConfigError> {
+        let v = v.as_deref().unwrap_or(DEFAULT_TIME).trim();
+        if v.starts_with('-') {
+            return Ok(FOREVER_MS);
+        }
+        let d = duration(v).map_err(|e| at(format!("{what}: {e}")))?;
+        Ok(i64::try_from(d.as_millis()).unwrap_or(FOREVER_MS))
+    };
+    let mut ignoreip: Vec<IpNet> = Vec::new();
+    for entry in &d.ignoreip {
+        match fleetban_proto::parse_target(entry) {
+            Ok(net) => ignoreip.push(net),
+            // fail2ban also accepts host names here; they are not resolved.
+            Err(_) => {
+                warn!(jail = %d.name, entry = %entry, "ignoreip entry is not an address or network; skipped")
+            }
+        }
+    }
+    if d.logpath.is_empty() {
+        return Err(at("has no logpath".into()));
+    }
+    Ok(JailConfig {
+        settings: JailSettings {
+            name: d.name.clone(),
+            maxretry: d.maxretry.unwrap_or(DEFAULT_MAXRETRY).max(1),
+            findtime_ms: ms(&d.findtime, "findtime")?,
+            bantime_ms: ms(&d.bantime, "bantime")?,
+            ignoreip,
+        },
+        // A path may end with " tail" or " head" in fail2ban: the start policy.
+        logpaths: d
+            .logpath
+            .iter()
+            .map(|p| {
+                p.rsplit_once(' ')
+                    .map_or(p.as_str(), |(path, _)| path)
+                    .into()
+            })
+            .collect(),
+        filter,
+        source: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enabled_jails_become_agent_jails() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("filter.d")).unwrap();
+        std::fs::create_dir_all(d.join("jail.d")).unwrap();
+        std::fs::write(
+            d.join("filter.d/x.conf"),
+            "[Definition]\nfailregex = ^fail <HOST>$\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("jail.conf"),
+            "[DEFAULT]\nfilter = %(__name__)s\nbantime = 1h\nignoreip = 127.0.0.1/8 localhost\n[x]\nlogpath = /var/log/x.log tail\nmaxretry = 2\n[y]\nlogpath = /y\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("jail.d/on.local"),
+            "[x]\nenabled = true\nfindtime = 1m\n",
+        )
+        .unwrap();
+        let jails = import(d, &[]).unwrap();
+        assert_eq!(jails.len(), 1);
+        let j = &jails[0];
+        assert_eq!(j.settings.name, "x");
+        assert_eq!(
+            (
+                j.settings.maxretry,
+                j.settings.findtime_ms,
+                j.settings.bantime_ms
+            ),
+            (2, 60_000, 3_600_000)
+        );
+        assert_eq!(j.settings.ignoreip.len(), 1);
+        assert_eq!(j.logpaths, vec![std::path::PathBuf::from("/var/log/x.log")]);
+        assert_eq!(j.filter.failregex[0].value, "^fail <HOST>$");
+        assert!(import(d, &["nope".into()]).is_err());
+        std::fs::write(d.join("jail.d/bad.local"), "[x]\nbantime = soon\n").unwrap();
+        let e = import(d, &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("[x] bantime: invalid duration"),
+            "{e}"
+        );
+    }
+}
