@@ -178,7 +178,8 @@ fn config(dir: &Path, log: &Path) -> anyhow::Result<AgentConfig> {
         "[agent]\nid = \"bench\"\nstate_dir = \"{}\"\n[firewall]\nbackend = \"log\"\n",
         dir.join("state").display()
     );
-    let sshd = r#"failregex = ['^\S+ \S+ \S+ \S+ sshd\[\d+\]: Failed password for (?:invalid user )?\S+ from <HOST> port \d+ ssh2$']"#;
+    // fail2ban semantics: the date is cut from the line before matching.
+    let sshd = r#"failregex = ['sshd\[\d+\]: Failed password for (?:invalid user )?\S+ from <HOST> port \d+ ssh2$']"#;
     text.push_str(&format!(
         "[[jail]]\nname = \"sshd\"\nlogpath = [\"{}\"]\n{sshd}\nmaxretry = 5\nfindtime = \"10m\"\nbantime = \"10m\"\n",
         log.display()
