@@ -2,6 +2,7 @@
 //! checked at load (regexes compiled, networks parsed, durations read), and
 //! every error names the file, the line and the key.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use fleetban_engine::{Filter, FilterOptions, JailSettings};
 use fleetban_proto::config::{self, ConfigError};
 use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::source::{journal::parse_journalmatch, Backend, Start};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +55,10 @@ fn default_filter_dirs() -> Vec<PathBuf> {
 struct AgentSection {
     /// How the server knows this host; default: the host name.
     id: Option<String>,
+    /// Where source positions and journal cursors are kept.
+    state_dir: Option<PathBuf>,
+    /// `HOST:PORT` for the Prometheus metrics endpoint; off when unset.
+    metrics_listen: Option<String>,
     /// Zone of log times that name none; default: the system's.
     timezone: Option<String>,
     /// Where `filter = "name"` looks for fail2ban filters.
@@ -98,7 +105,14 @@ struct JailSection {
     name: String,
     #[serde(default = "yes")]
     enabled: bool,
+    #[serde(default)]
     logpath: Vec<PathBuf>,
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    journalmatch: Option<String>,
+    #[serde(default)]
+    start: Option<String>,
     /// A fail2ban filter by name or path, with options: `sshd[mode=aggressive]`.
     filter: Option<String>,
     #[serde(default)]
@@ -147,7 +161,21 @@ pub struct JailConfig {
     pub logpaths: Vec<PathBuf>,
     /// The filter, checked (it compiles).
     pub filter: FilterDefinition,
+    /// How the log paths are read.
+    pub source: SourceSettings,
 }
+
+/// How a jail's logs are read: `backend`, `journalmatch`, `start`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceSettings {
+    pub backend: Backend,
+    /// `journalctl` match arguments (`FIELD=value`, `+`).
+    pub journalmatch: Vec<String>,
+    pub start: Start,
+}
+
+/// Default `[agent] state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleetban/agent";
 
 /// The agent's configuration, checked.
 #[derive(Debug, Clone)]
@@ -159,6 +187,10 @@ pub struct AgentConfig {
     pub server_url: Option<String>,
     pub firewall: FirewallBackend,
     pub jails: Vec<JailConfig>,
+    /// Where positions and cursors are saved.
+    pub state_dir: PathBuf,
+    /// The Prometheus endpoint's address, if any.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl AgentConfig {
@@ -246,12 +278,7 @@ impl AgentConfig {
             if j.name.is_empty() || jails.iter().any(|k: &JailConfig| k.settings.name == j.name) {
                 return Err(err("jail.name", in_jail("empty or used twice".into())));
             }
-            if j.logpath.is_empty() {
-                return Err(err(
-                    "jail.logpath",
-                    in_jail("needs at least one log path".into()),
-                ));
-            }
+            let reading = source_settings(&j).map_err(|(k, m)| err(k, in_jail(m)))?;
             let filter = match (&j.filter, j.failregex.is_empty()) {
                 (Some(_), false) => {
                     return Err(err(
@@ -325,8 +352,18 @@ impl AgentConfig {
                 },
                 logpaths: j.logpath,
                 filter,
+                source: reading,
             });
         }
+        let metrics_listen = match file.agent.metrics_listen {
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|e| {
+                err(
+                    "agent.metrics_listen",
+                    format!("{a:?}: {e}; expected HOST:PORT, e.g. 127.0.0.1:9095"),
+                )
+            })?),
+            None => None,
+        };
         if let Some(f2b) = &file.fail2ban {
             for jail in crate::fail2ban_import::import(&f2b.dir, &f2b.jails)? {
                 if jails
@@ -357,8 +394,62 @@ impl AgentConfig {
             server_url,
             firewall,
             jails,
+            state_dir: file
+                .agent
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            metrics_listen,
         })
     }
+}
+
+/// Reads `backend`, `journalmatch`, `start` and checks `logpath`; an error
+/// is `(key, message)`.
+fn source_settings(j: &JailSection) -> Result<SourceSettings, (&'static str, String)> {
+    let backend = match j.backend.as_deref().unwrap_or("auto") {
+        "auto" => Backend::Auto,
+        "polling" => Backend::Polling,
+        "systemd" => Backend::Systemd,
+        other => {
+            return Err((
+                "jail.backend",
+                format!("{other:?}: expected \"auto\", \"polling\" or \"systemd\""),
+            ))
+        }
+    };
+    let start = match j.start.as_deref().unwrap_or("end") {
+        "end" => Start::End,
+        "beginning" => Start::Beginning,
+        other => {
+            return Err((
+                "jail.start",
+                format!("{other:?}: expected \"end\" or \"beginning\""),
+            ))
+        }
+    };
+    let journalmatch = match &j.journalmatch {
+        Some(_) if backend != Backend::Systemd => {
+            return Err(("jail.journalmatch", "only for backend = \"systemd\"".into()))
+        }
+        Some(m) => parse_journalmatch(m).map_err(|e| ("jail.journalmatch", e))?,
+        None => Vec::new(),
+    };
+    if backend != Backend::Systemd {
+        if j.logpath.is_empty() {
+            return Err(("jail.logpath", "needs at least one log path".into()));
+        }
+        for p in &j.logpath {
+            let s = p.to_string_lossy();
+            if let Err(e) = glob::Pattern::new(&s) {
+                return Err(("jail.logpath", format!("{s:?}: invalid glob: {e}")));
+            }
+        }
+    }
+    Ok(SourceSettings {
+        backend,
+        journalmatch,
+        start,
+    })
 }
 
 /// A fail2ban filter named in a jail: a path, or a name in `dirs`, with
@@ -520,6 +611,36 @@ failregex = ["<HOST>"]
         let two = format!("{GOOD}\n[[jail]]\nname = \"b\"\nlogpath = [\"/y\"]\nfailregex = [\"<HOST>\"]\nbantime = \"x\"\n");
         let e = parse(&two).expect_err("bad second jail");
         assert_eq!((e.key.as_str(), e.line), ("jail.bantime", 30));
+    }
+
+    #[test]
+    fn log_source_keys() {
+        let c = parse(&GOOD.replace(
+            "maxretry = 3",
+            "maxretry = 3\nbackend = \"polling\"\nstart = \"beginning\"",
+        ))
+        .expect("loads");
+        assert_eq!(c.jails[0].source.backend, Backend::Polling);
+        assert_eq!(c.jails[0].source.start, Start::Beginning);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.metrics_listen, None);
+        let j = "[agent]\nid = \"h\"\nstate_dir = \"/tmp/s\"\nmetrics_listen = \"127.0.0.1:9095\"\n[[jail]]\nname = \"j\"\nbackend = \"systemd\"\njournalmatch = \"_SYSTEMD_UNIT=sshd.service + _COMM=sshd\"\nfailregex = [\"<HOST>\"]\n";
+        let c = parse(j).expect("journal jail without logpath");
+        assert_eq!(c.jails[0].source.journalmatch.len(), 3);
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
+        assert!(c.metrics_listen.is_some());
+        let e = parse(&j.replace("_COMM=sshd", "comm")).expect_err("bad match");
+        assert_eq!(e.key, "jail.journalmatch");
+        let e = parse(&GOOD.replace("maxretry = 3", "maxretry = 3\nbackend = \"gamin\""))
+            .expect_err("bad backend");
+        assert_eq!(e.key, "jail.backend");
+        let e = parse(&GOOD.replace("maxretry = 3", "maxretry = 3\nstart = \"middle\""))
+            .expect_err("bad start");
+        assert_eq!(e.key, "jail.start");
+        let e = parse(&GOOD.replace("/var/log/auth.log", "/var/log/[a.log")).expect_err("bad glob");
+        assert_eq!(e.key, "jail.logpath");
+        let e = parse(&j.replace("127.0.0.1:9095", "nowhere")).expect_err("bad listen");
+        assert_eq!(e.key, "agent.metrics_listen");
     }
 
     #[test]

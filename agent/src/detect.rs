@@ -96,6 +96,11 @@ impl Detector {
         out
     }
 
+    /// Addresses tracked by all jails (failures in a window, or banned).
+    pub fn tracked(&self) -> usize {
+        self.jails.iter().map(|(j, _)| j.tracked()).sum()
+    }
+
     /// Forgets state that left every window.
     pub fn expire(&mut self, now_ms: i64) {
         for (jail, _) in &mut self.jails {
@@ -132,10 +137,7 @@ failregex = ['<HOST> .*" 401 ']
         )
         .expect("config");
         let mut d = Detector::new(&cfg.jails, vec![vec![0], vec![1]], &Zone::utc()).unwrap();
-        let line = |source, text: &str| Line {
-            source,
-            text: text.into(),
-        };
+        let line = |source, text: &str| Line::new(source, text);
         let ssh = "sshd[1]: Failed password for root from 192.0.2.4 port 22";
         assert_eq!(d.on_line(&line(1, ssh), 0), vec![]);
         assert_eq!(d.on_line(&line(0, ssh), 0).len(), 1);

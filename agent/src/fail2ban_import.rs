@@ -103,6 +103,7 @@ fn convert(dir: &Path, d: JailDefinition) -> Result<JailConfig, ConfigError> {
             })
             .collect(),
         filter,
+        source: Default::default(),
     })
 }
 

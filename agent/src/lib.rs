@@ -11,13 +11,11 @@ pub mod fail2ban_import;
 pub mod firewall;
 pub mod fsfiles;
 pub mod link;
+pub mod metrics;
 pub mod source;
 pub mod test_filter;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,16 +30,22 @@ use crate::detect::{Detection, Detector};
 use crate::enforce::{EnforceCmd, Enforcer};
 use crate::firewall::{Firewall, FirewallError};
 use crate::link::{Link, Report};
-use crate::source::{FileFollower, Line};
+use crate::source::position::StateError;
+use crate::source::run::SourcePlan;
+use crate::source::{Batch, PositionStore};
 
 /// The agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("jail {jail}: {source}")]
-    Source {
-        jail: String,
+    #[error(transparent)]
+    Source(#[from] source::run::PlanError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
         #[source]
-        source: source::file::SourceError,
+        source: std::io::Error,
     },
     #[error("filter: {0}")]
     Filter(fleetban_engine::FilterError),
@@ -60,33 +64,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     // Every log path, once, with the jails that read it.
-    let mut paths: Vec<PathBuf> = Vec::new();
-    let mut routes: Vec<Vec<usize>> = Vec::new();
-    let mut index: HashMap<PathBuf, usize> = HashMap::new();
-    let mut followers = Vec::new();
-    for (j, jail) in config.jails.iter().enumerate() {
-        for path in &jail.logpaths {
-            let source = match index.get(path) {
-                Some(&s) => s,
-                None => {
-                    let s = paths.len();
-                    let follower =
-                        FileFollower::open_at_end(path.clone(), s).map_err(|source| {
-                            AgentError::Source {
-                                jail: jail.settings.name.clone(),
-                                source,
-                            }
-                        })?;
-                    followers.push(follower);
-                    paths.push(path.clone());
-                    routes.push(Vec::new());
-                    index.insert(path.clone(), s);
-                    s
-                }
-            };
-            routes[source].push(j);
-        }
-    }
+    let plan = SourcePlan::new(&config)?;
+    let mut positions = PositionStore::open(&config.state_dir)?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| AgentError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
 
     let backend = firewall.name();
     let enforcer = Enforcer::start(firewall)
@@ -122,18 +110,20 @@ pub async fn run(
     });
     let reports = link.is_some().then_some(report_tx);
 
-    let stop_sources = Arc::new(AtomicBool::new(false));
-    let (line_tx, mut line_rx) = mpsc::channel::<Line>(4096);
-    let threads: Vec<_> = followers
-        .into_iter()
-        .map(|f| f.spawn(line_tx.clone(), stop_sources.clone()))
-        .collect();
-    drop(line_tx);
+    if let Some(l) = metrics_listener {
+        tokio::spawn(metrics::serve(l, metrics.clone(), stop.clone()));
+    }
+    // Bounded: when detection falls behind, the readers wait.
+    let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(BATCH_QUEUE);
+    let logs = plan.len();
+    let routes = plan.routes.clone();
+    let sources = plan.spawn(&positions, &batch_tx, &metrics.sources);
+    drop(batch_tx);
 
     info!(
         agent = %config.agent_id,
         jails = config.jails.len(),
-        logs = paths.len(),
+        logs,
         firewall = backend,
         server = config.server_url.as_deref().unwrap_or("none (standalone)"),
         "agent running"
@@ -142,32 +132,52 @@ pub async fn run(
     let mut detector =
         Detector::new(&config.jails, routes, &config.zone).map_err(AgentError::Filter)?;
     let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+    let mut save = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            line = line_rx.recv() => {
-                let Some(line) = line else { break };
+            batch = batch_rx.recv() => {
+                let Some(batch) = batch else { break };
+                metrics.sources.queued_batches.dec();
                 let now = Utc::now().timestamp_millis();
-                for d in detector.on_line(&line, now) {
-                    handle(d, &enforce_tx, reports.as_ref()).await;
+                for line in &batch.lines {
+                    // The journal's own time, unless it lies in the future.
+                    let at = line.time_ms.map_or(now, |t| t.min(now));
+                    for d in detector.on_line(line, at) {
+                        handle(d, &enforce_tx, reports.as_ref()).await;
+                    }
+                }
+                if let Some(c) = &batch.checkpoint {
+                    positions.record(&batch.key, c);
                 }
             }
             _ = housekeeping.tick() => detector.expire(Utc::now().timestamp_millis()),
+            _ = save.tick() => save_positions(&mut positions),
             () = &mut shutdown => break,
         }
     }
     info!("agent stopping");
-    stop_sources.store(true, Ordering::Relaxed);
+    // Lines still queued were not through detection: their positions are
+    // not saved, so they are read again after a restart.
+    save_positions(&mut positions);
     stop.cancel();
-    drop(line_rx);
-    for t in threads {
-        let _ = tokio::task::spawn_blocking(move || t.join()).await;
-    }
+    drop(batch_rx);
+    sources.stop().await;
     let _ = enforcer.await;
     if let Some(l) = link {
         let _ = l.await;
     }
     Ok(())
+}
+
+/// Lines queued between the sources and detection, in batches (each at most
+/// 64 KiB of a file, or 1,024 journal entries).
+const BATCH_QUEUE: usize = 16;
+
+fn save_positions(positions: &mut PositionStore) {
+    if let Err(e) = positions.flush() {
+        warn!(error = %e, "cannot save log positions");
+    }
 }
 
 async fn handle(

@@ -165,6 +165,7 @@ pub fn agent_config(
     let text = format!(
         r#"[agent]
 id = "{id}"
+state_dir = "{state}"
 
 {server}
 [firewall]
@@ -178,7 +179,8 @@ maxretry = 3
 findtime = "10m"
 bantime = "1h"
 "#,
-        log = log.display()
+        log = log.display(),
+        state = dir.join(format!("{id}-state")).display()
     );
     let path = dir.join(format!("{id}.toml"));
     std::fs::write(&path, text).expect("write agent config");
