@@ -21,12 +21,13 @@ pub enum Detection {
     Ban(Ban),
 }
 
-/// When a failure happened: its log time, unless that is more than a minute
-/// away from now (a clock or zone problem, or an old line), as fail2ban
-/// treats such lines while following a log.
+/// When a failure happened: its log time. A time more than a minute ahead
+/// of now (a clock or zone problem) is taken as now; an old line (read
+/// from a file's beginning, or after a restart) keeps its time, so it only
+/// counts within the jail's window.
 fn event_time(log_time: Option<f64>, now_ms: i64) -> i64 {
     match log_time {
-        Some(t) if ((t * 1000.0) as i64 - now_ms).abs() <= 60_000 => (t * 1000.0) as i64,
+        Some(t) if t.is_finite() && ((t * 1000.0) as i64) <= now_ms + 60_000 => (t * 1000.0) as i64,
         _ => now_ms,
     }
 }
@@ -69,7 +70,13 @@ impl Detector {
             let Some((jail, filter)) = self.jails.get_mut(j) else {
                 continue;
             };
-            let result = filter.process_line(&line.text, now_ms.div_euclid(1000));
+            let now_s = now_ms.div_euclid(1000);
+            // The journal says when a line was logged; a file's lines carry
+            // their date in the text.
+            let result = match line.time_ms {
+                Some(t) => filter.process_dated(&line.text, t as f64 / 1000.0, now_s),
+                None => filter.process_line(&line.text, now_s),
+            };
             for failure in result.failures {
                 if failure.nofail {
                     continue;
@@ -106,6 +113,18 @@ impl Detector {
         for (jail, _) in &mut self.jails {
             jail.expire(now_ms);
         }
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn log_times_are_kept_unless_ahead() {
+        assert_eq!(super::event_time(Some(100.0), 200_000), 100_000);
+        assert_eq!(super::event_time(Some(270.0), 200_000), 200_000);
+        assert_eq!(super::event_time(Some(259.0), 200_000), 259_000);
+        assert_eq!(super::event_time(None, 200_000), 200_000);
+        assert_eq!(super::event_time(Some(f64::NAN), 200_000), 200_000);
     }
 }
 

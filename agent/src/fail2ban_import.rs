@@ -9,8 +9,9 @@ use fleetban_proto::config::ConfigError;
 use ipnet::IpNet;
 use tracing::warn;
 
-use crate::config::{duration, JailConfig};
+use crate::config::{duration, JailConfig, SourceSettings};
 use crate::fsfiles::FsFiles;
+use crate::source::{journal::parse_journalmatch, Backend, Start};
 
 /// fail2ban's defaults where a jail says nothing.
 const DEFAULT_MAXRETRY: u32 = 5;
@@ -57,12 +58,7 @@ fn convert(dir: &Path, d: JailDefinition) -> Result<JailConfig, ConfigError> {
     let Some(filter) = d.filter.clone() else {
         return Err(at("has no filter".into()));
     };
-    if d.backend.starts_with("systemd") {
-        return Err(at(format!(
-            "backend {:?}: read the journal with a journal source (see docs/configuration.md)",
-            d.backend
-        )));
-    }
+    let journal = d.backend.starts_with("systemd");
     let ms = |v: &Option<String>, what: &str| -> Result<i64, ConfigError> {
         let v = v.as_deref().unwrap_or(DEFAULT_TIME).trim();
         if v.starts_with('-') {
@@ -81,9 +77,33 @@ fn convert(dir: &Path, d: JailDefinition) -> Result<JailConfig, ConfigError> {
             }
         }
     }
-    if d.logpath.is_empty() {
+    if d.logpath.is_empty() && !journal {
         return Err(at("has no logpath".into()));
     }
+    // fail2ban's `logpath = PATH tail` starts at the end (fleetban's
+    // default); `head`, its own default, reads what is there first.
+    let start = if d.logpath.iter().any(|p| p.ends_with(" head")) {
+        Start::Beginning
+    } else {
+        Start::End
+    };
+    let source = if journal {
+        // Each journalmatch line is one alternative, as fail2ban adds them.
+        let spec = filter.journalmatch.join(" + ");
+        let journalmatch =
+            parse_journalmatch(&spec).map_err(|e| at(format!("journalmatch: {e}")))?;
+        SourceSettings {
+            backend: Backend::Systemd,
+            journalmatch,
+            start: Start::End,
+        }
+    } else {
+        SourceSettings {
+            backend: Backend::Auto,
+            journalmatch: Vec::new(),
+            start,
+        }
+    };
     Ok(JailConfig {
         settings: JailSettings {
             name: d.name.clone(),
@@ -93,17 +113,19 @@ fn convert(dir: &Path, d: JailDefinition) -> Result<JailConfig, ConfigError> {
             ignoreip,
         },
         // A path may end with " tail" or " head" in fail2ban: the start policy.
-        logpaths: d
-            .logpath
-            .iter()
-            .map(|p| {
-                p.rsplit_once(' ')
-                    .map_or(p.as_str(), |(path, _)| path)
-                    .into()
-            })
-            .collect(),
+        logpaths: if journal {
+            Vec::new()
+        } else {
+            d.logpath
+                .iter()
+                .map(|p| match p.rsplit_once(' ') {
+                    Some((path, "head" | "tail")) => path.into(),
+                    _ => p.into(),
+                })
+                .collect()
+        },
         filter,
-        source: Default::default(),
+        source,
     })
 }
 
@@ -148,6 +170,18 @@ mod tests {
         assert_eq!(j.logpaths, vec![std::path::PathBuf::from("/var/log/x.log")]);
         assert_eq!(j.filter.failregex[0].value, "^fail <HOST>$");
         assert!(import(d, &["nope".into()]).is_err());
+        // A journal jail reads the journal with its filter's journalmatch.
+        std::fs::write(d.join("filter.d/j.conf"), "[Definition]\nfailregex = ^fail <HOST>$\njournalmatch = _SYSTEMD_UNIT=x.service + _COMM=x\n").unwrap();
+        std::fs::write(
+            d.join("jail.d/j.local"),
+            "[j]\nenabled = true\nbackend = systemd\n",
+        )
+        .unwrap();
+        let jails = import(d, &["j".into()]).unwrap();
+        assert_eq!(jails[0].source.backend, Backend::Systemd);
+        assert!(jails[0].logpaths.is_empty());
+        assert!(!jails[0].source.journalmatch.is_empty());
+        std::fs::remove_file(d.join("jail.d/j.local")).unwrap();
         std::fs::write(d.join("jail.d/bad.local"), "[x]\nbantime = soon\n").unwrap();
         let e = import(d, &[]).unwrap_err();
         assert!(
