@@ -21,13 +21,15 @@ pub enum Detection {
     Ban(Ban),
 }
 
-/// When a failure happened: its log time. A time more than a minute ahead
-/// of now (a clock or zone problem) is taken as now; an old line (read
-/// from a file's beginning, or after a restart) keeps its time, so it only
-/// counts within the jail's window.
+/// When a failure happened: its log time, unless that is more than a minute
+/// away from now, as fail2ban treats lines while following a log: a host
+/// whose clock or zone is off still bans (its times would otherwise fall
+/// outside every window).
 fn event_time(log_time: Option<f64>, now_ms: i64) -> i64 {
     match log_time {
-        Some(t) if t.is_finite() && ((t * 1000.0) as i64) <= now_ms + 60_000 => (t * 1000.0) as i64,
+        Some(t) if t.is_finite() && ((t * 1000.0) as i64 - now_ms).abs() <= 60_000 => {
+            (t * 1000.0) as i64
+        }
         _ => now_ms,
     }
 }
@@ -119,8 +121,9 @@ impl Detector {
 #[cfg(test)]
 mod time_tests {
     #[test]
-    fn log_times_are_kept_unless_ahead() {
-        assert_eq!(super::event_time(Some(100.0), 200_000), 100_000);
+    fn log_times_are_kept_within_a_minute_of_now() {
+        assert_eq!(super::event_time(Some(150.0), 200_000), 150_000);
+        assert_eq!(super::event_time(Some(100.0), 200_000), 200_000);
         assert_eq!(super::event_time(Some(270.0), 200_000), 200_000);
         assert_eq!(super::event_time(Some(259.0), 200_000), 259_000);
         assert_eq!(super::event_time(None, 200_000), 200_000);
