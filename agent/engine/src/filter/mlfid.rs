@@ -51,8 +51,13 @@ pub enum Merged {
 /// Recent multi-line failures by id (at most 100, each for 5 minutes).
 #[derive(Debug, Default)]
 pub struct MlfidCache {
-    entries: HashMap<String, (i64, FailData), foldhash::fast::RandomState>,
-    order: VecDeque<String>,
+    /// Id → (when set, insertion number, data).
+    entries: HashMap<String, (i64, u64, FailData), foldhash::fast::RandomState>,
+    /// Ids in insertion order. Entries removed meanwhile stay here until
+    /// they reach the front (their insertion number no longer matches), so
+    /// removing never scans the queue.
+    order: VecDeque<(u64, String)>,
+    next: u64,
     /// When entries were last checked for age (once a second at most).
     expired_at: i64,
 }
@@ -62,23 +67,37 @@ const MAX_AGE_S: i64 = 300;
 
 impl MlfidCache {
     pub fn get_mut(&mut self, id: &str) -> Option<&mut FailData> {
-        self.entries.get_mut(id).map(|(_, d)| d)
+        self.entries.get_mut(id).map(|(_, _, d)| d)
     }
 
     fn set(&mut self, id: &str, data: FailData, now: i64) {
         self.expire(now);
-        if !self.entries.contains_key(id) {
-            self.order.push_back(id.to_owned());
+        let seq = self.next;
+        self.next += 1;
+        if let Some(e) = self.entries.get_mut(id) {
+            *e = (now, e.1, data);
+        } else {
+            self.entries.insert(id.to_owned(), (now, seq, data));
+            self.order.push_back((seq, id.to_owned()));
         }
-        self.entries.insert(id.to_owned(), (now, data));
         while self.entries.len() > MAX_ENTRIES {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.entries.remove(&old);
-                }
-                None => break,
+            let Some((seq, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.entries.get(&old).is_some_and(|e| e.1 == seq) {
+                self.entries.remove(&old);
             }
         }
+        // Keep the queue of stale ids from growing past a few times the cap.
+        if self.order.len() > 4 * MAX_ENTRIES {
+            let entries = &self.entries;
+            self.order
+                .retain(|(seq, id)| entries.get(id).is_some_and(|e| e.1 == *seq));
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<FailData> {
+        self.entries.remove(id).map(|(_, _, d)| d)
     }
 
     fn expire(&mut self, now: i64) {
@@ -86,12 +105,7 @@ impl MlfidCache {
             return;
         }
         self.expired_at = now;
-        let before = self.entries.len();
-        self.entries.retain(|_, (t, _)| now - *t <= MAX_AGE_S);
-        if self.entries.len() != before {
-            let entries = &self.entries;
-            self.order.retain(|o| entries.contains_key(o));
-        }
+        self.entries.retain(|_, (t, _, _)| now - *t <= MAX_AGE_S);
     }
 
     pub fn len(&self) -> usize {
@@ -123,7 +137,7 @@ impl MlfidCache {
         }
         self.expire(now);
         let users_many;
-        let target = if let Some((_, known)) = self.entries.get_mut(id) {
+        let target = if let Some((_, _, known)) = self.entries.get_mut(id) {
             if let Some(u) = fail.groups.get("user").filter(|u| !u.is_empty()) {
                 known
                     .users
@@ -154,9 +168,7 @@ impl MlfidCache {
                 known.ip = fail.ip;
             }
             if flags & FORGET != 0 {
-                let data = self.entries.remove(id).map(|(_, d)| d).unwrap_or_default();
-                self.order.retain(|o| o != id);
-                Merged::Owned(data)
+                Merged::Owned(self.remove(id).unwrap_or_default())
             } else {
                 Merged::Cached(id.to_owned())
             }
@@ -191,5 +203,49 @@ impl MlfidCache {
             data.nofail_matches += matched;
         }
         merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fail(user: &str, forget: bool) -> FailData {
+        let mut f = FailData::default();
+        f.groups.insert("user", user.to_owned());
+        if forget {
+            f.groups.insert("mlfforget", "bye".to_owned());
+        }
+        f
+    }
+
+    #[test]
+    fn bounded_oldest_out_and_forgotten_ids_leave() {
+        let mut c = MlfidCache::default();
+        for i in 0..1_000 {
+            c.merge(&format!("id{i}"), fail("u", false), 1, 0);
+            if i % 3 == 0 {
+                c.merge(&format!("id{i}"), fail("u", true), 1, 0);
+            }
+        }
+        assert_eq!(c.len(), MAX_ENTRIES);
+        assert!(c.order.len() <= 4 * MAX_ENTRIES + 1);
+        assert!(c.get_mut("id999").is_some());
+        assert!(c.get_mut("id0").is_none());
+        assert!(c.get_mut("id998").is_some() && c.get_mut("id996").is_none());
+        // Entries older than five minutes are gone.
+        c.merge("late", fail("u", false), 1, 1_000);
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn users_of_one_connection_accumulate() {
+        let mut c = MlfidCache::default();
+        c.merge("c1", fail("alice", false), 1, 0);
+        c.merge("c1", fail("bob", false), 1, 0);
+        let d = c.get_mut("c1").expect("cached");
+        assert_eq!(d.all_users(), vec!["alice".to_owned(), "bob".to_owned()]);
+        // As in fail2ban: lines already reported are not counted again.
+        assert_eq!(d.matches, 1);
     }
 }
