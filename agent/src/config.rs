@@ -115,6 +115,8 @@ struct JailSection {
     start: Option<String>,
     /// A fail2ban filter by name or path, with options: `sshd[mode=aggressive]`.
     filter: Option<String>,
+    /// `yes`/`warn`: resolve host names in failures; `no` (default).
+    usedns: Option<String>,
     #[serde(default)]
     failregex: Vec<String>,
     #[serde(default)]
@@ -161,6 +163,8 @@ pub struct JailConfig {
     pub logpaths: Vec<PathBuf>,
     /// The filter, checked (it compiles).
     pub filter: FilterDefinition,
+    /// Resolve host names in failures (`usedns = "yes"` or `"warn"`).
+    pub usedns: bool,
     /// How the log paths are read.
     pub source: SourceSettings,
 }
@@ -342,6 +346,8 @@ impl AgentConfig {
                         .map_err(|e| err("jail.ignoreip", in_jail(e.to_string())))
                 })
                 .collect::<Result<Vec<IpNet>, _>>()?;
+            let usedns =
+                usedns_resolves(j.usedns.as_deref()).map_err(|e| err("jail.usedns", in_jail(e)))?;
             jails.push(JailConfig {
                 settings: JailSettings {
                     name: j.name,
@@ -353,6 +359,7 @@ impl AgentConfig {
                 logpaths: j.logpath,
                 filter,
                 source: reading,
+                usedns,
             });
         }
         let metrics_listen = match file.agent.metrics_listen {
@@ -450,6 +457,16 @@ fn source_settings(j: &JailSection) -> Result<SourceSettings, (&'static str, Str
         journalmatch,
         start,
     })
+}
+
+/// Whether `usedns` asks for host names to be resolved: `yes` and `warn`
+/// (fail2ban's default in its jail.conf) do, `no` and `raw` do not.
+pub fn usedns_resolves(v: Option<&str>) -> Result<bool, String> {
+    match v.map(str::trim) {
+        None | Some("no" | "raw") => Ok(false),
+        Some("yes" | "warn") => Ok(true),
+        Some(other) => Err(format!("usedns {other:?}: expected yes, warn, no or raw")),
+    }
 }
 
 /// A fail2ban filter named in a jail: a path, or a name in `dirs`, with

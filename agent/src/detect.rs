@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use fleetban_engine::date::Zone;
-use fleetban_engine::{Ban, Filter, FilterError, Jail};
+use fleetban_engine::{Ban, Filter, FilterError, HostKind, Jail};
 
 use crate::config::{filter_options, JailConfig};
 use crate::source::Line;
@@ -19,6 +19,8 @@ pub enum Detection {
         at_ms: i64,
     },
     Ban(Ban),
+    /// The host is a name, and the jail asks for names to be resolved.
+    Resolve(crate::resolve::Pending),
 }
 
 /// When a failure happened: its log time, unless that is more than a minute
@@ -34,8 +36,26 @@ fn event_time(log_time: Option<f64>, now_ms: i64) -> i64 {
     }
 }
 
+/// Counts a failure of `ip` in `jail`; a ban follows at `maxretry`.
+fn count(jail: &mut Jail, ip: IpAddr, user: Option<String>, at_ms: i64, out: &mut Vec<Detection>) {
+    if jail.ignores(ip) {
+        return;
+    }
+    out.push(Detection::Failure {
+        jail: jail.settings().name.clone(),
+        ip,
+        user,
+        at_ms,
+    });
+    if let Some(ban) = jail.on_failure(ip, at_ms) {
+        out.push(Detection::Ban(ban));
+    }
+}
+
 pub struct Detector {
     jails: Vec<(Jail, Filter)>,
+    /// Per jail: whether host names are resolved (`usedns`).
+    resolve: Vec<bool>,
     /// Source index → the jails that read it.
     routes: Vec<Vec<usize>>,
 }
@@ -51,6 +71,7 @@ impl Detector {
         zone: &Zone,
     ) -> Result<Self, FilterError> {
         let options = filter_options(zone);
+        let resolve = jails.iter().map(|j| j.usedns).collect();
         let jails = jails
             .iter()
             .map(|j| {
@@ -60,7 +81,11 @@ impl Detector {
                 ))
             })
             .collect::<Result<_, FilterError>>()?;
-        Ok(Detector { jails, routes })
+        Ok(Detector {
+            jails,
+            routes,
+            resolve,
+        })
     }
 
     pub fn on_line(&mut self, line: &Line, now_ms: i64) -> Vec<Detection> {
@@ -79,28 +104,43 @@ impl Detector {
                 Some(t) => filter.process_dated(&line.text, t as f64 / 1000.0, now_s),
                 None => filter.process_line(&line.text, now_s),
             };
+            let resolve = self.resolve.get(j).copied().unwrap_or(false);
             for failure in result.failures {
                 if failure.nofail {
                     continue;
                 }
-                // Host names are not resolved: only an address can be banned.
+                let at_ms = event_time(failure.time, now_ms);
                 let Some(ip) = failure.address() else {
+                    // A host name: resolved only when the jail asks.
+                    if let (true, HostKind::Name, Some(name)) =
+                        (resolve, failure.kind, failure.host)
+                    {
+                        out.push(Detection::Resolve(crate::resolve::Pending {
+                            jail: j,
+                            name,
+                            user: failure.user,
+                            at_ms,
+                        }));
+                    }
                     continue;
                 };
-                if jail.ignores(ip) {
-                    continue;
-                }
-                let at_ms = event_time(failure.time, now_ms);
-                out.push(Detection::Failure {
-                    jail: jail.settings().name.clone(),
-                    ip,
-                    user: failure.user,
-                    at_ms,
-                });
-                if let Some(ban) = jail.on_failure(ip, at_ms) {
-                    out.push(Detection::Ban(ban));
-                }
+                count(jail, ip, failure.user, at_ms, &mut out);
             }
+        }
+        out
+    }
+
+    /// A failure whose host name resolved to `ip`.
+    pub fn on_resolved(
+        &mut self,
+        jail: usize,
+        ip: IpAddr,
+        user: Option<String>,
+        at_ms: i64,
+    ) -> Vec<Detection> {
+        let mut out = Vec::new();
+        if let Some((jail, _)) = self.jails.get_mut(jail) {
+            count(jail, ip, user, at_ms, &mut out);
         }
         out
     }

@@ -59,6 +59,7 @@ fn convert(dir: &Path, d: JailDefinition) -> Result<JailConfig, ConfigError> {
         return Err(at("has no filter".into()));
     };
     let journal = d.backend.starts_with("systemd");
+    let filter_usedns = filter.usedns.clone();
     let ms = |v: &Option<String>, what: &str| -> Result<i64, ConfigError> {
         let v = v.as_deref().unwrap_or(DEFAULT_TIME).trim();
         if v.starts_with('-') {
@@ -124,6 +125,8 @@ fn convert(dir: &Path, d: JailDefinition) -> Result<JailConfig, ConfigError> {
                 })
                 .collect()
         },
+        usedns: crate::config::usedns_resolves(d.usedns.as_deref().or(filter_usedns.as_deref()))
+            .map_err(|e| at(e))?,
         filter,
         source,
     })

@@ -12,6 +12,7 @@ pub mod firewall;
 pub mod fsfiles;
 pub mod link;
 pub mod metrics;
+pub mod resolve;
 pub mod source;
 pub mod test_filter;
 
@@ -23,7 +24,7 @@ use chrono::Utc;
 use fleetban_proto::pb;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
 use crate::detect::{Detection, Detector};
@@ -131,6 +132,7 @@ pub async fn run(
 
     let mut detector =
         Detector::new(&config.jails, routes, &config.zone).map_err(AgentError::Filter)?;
+    let (mut resolver, mut resolved_rx) = crate::resolve::Resolver::new();
     let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
     let mut save = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
@@ -144,11 +146,26 @@ pub async fn run(
                     // The journal's own time, unless it lies in the future.
                     let at = line.time_ms.map_or(now, |t| t.min(now));
                     for d in detector.on_line(line, at) {
-                        handle(d, &enforce_tx, reports.as_ref()).await;
+                        match d {
+                            Detection::Resolve(p) => {
+                                if let Some(r) = resolver.lookup(p) {
+                                    for d in resolved(&mut detector, r) {
+                                        handle(d, &enforce_tx, reports.as_ref()).await;
+                                    }
+                                }
+                            }
+                            d => handle(d, &enforce_tx, reports.as_ref()).await,
+                        }
                     }
                 }
                 if let Some(c) = &batch.checkpoint {
                     positions.record(&batch.key, c);
+                }
+            }
+            Some(r) = resolved_rx.recv() => {
+                resolver.remember(&r.pending.name, &r.ips);
+                for d in resolved(&mut detector, r) {
+                    handle(d, &enforce_tx, reports.as_ref()).await;
                 }
             }
             _ = housekeeping.tick() => detector.expire(Utc::now().timestamp_millis()),
@@ -168,6 +185,19 @@ pub async fn run(
         let _ = l.await;
     }
     Ok(())
+}
+
+/// The failures a resolved host name stands for: one per address.
+fn resolved(detector: &mut Detector, r: crate::resolve::Resolved) -> Vec<Detection> {
+    if r.ips.is_empty() {
+        warn!(name = %r.pending.name, "host name in a failure does not resolve; not banned");
+    }
+    r.ips
+        .iter()
+        .flat_map(|ip| {
+            detector.on_resolved(r.pending.jail, *ip, r.pending.user.clone(), r.pending.at_ms)
+        })
+        .collect()
 }
 
 /// Lines queued between the sources and detection, in batches (each at most
@@ -204,6 +234,7 @@ async fn handle(
                 send_report(r, Report::Event(event)).await;
             }
         }
+        Detection::Resolve(p) => debug!(name = %p.name, "host name left unresolved"),
         Detection::Ban(ban) => {
             let target = ipnet::IpNet::from(ban.ip);
             info!(jail = %ban.jail, ip = %ban.ip, failures = ban.failures, bantime_s = ban.duration_ms / 1000, "ban");
