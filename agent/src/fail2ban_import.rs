@@ -126,7 +126,7 @@ fn convert(dir: &Path, d: JailDefinition) -> Result<JailConfig, ConfigError> {
                 .collect()
         },
         usedns: crate::config::usedns_resolves(d.usedns.as_deref().or(filter_usedns.as_deref()))
-            .map_err(|e| at(e))?,
+            .map_err(at)?,
         filter,
         source,
     })
