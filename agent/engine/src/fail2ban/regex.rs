@@ -3,6 +3,9 @@
 //! `<CIDR>`, `<SUBNET>`, `<F-NAME>…</F-NAME>` captures, `<SKIPLINES>`, and
 //! the few places where Python's syntax differs from PCRE2's.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use pcre2::bytes::{Regex, RegexBuilder};
 
 /// Work one match may do before it is abandoned (a hostile line must not
@@ -260,8 +263,26 @@ pub struct CompileError {
 }
 
 /// Compiles an already resolved pattern (JIT when available, Unicode
-/// classes as Python's `re`, a bounded match).
+/// classes as Python's `re`, a bounded match). A pattern compiled before is
+/// shared: ten jails with the same filter (and every filter's date
+/// templates) keep one copy of the compiled code.
 pub fn compile(pattern: &str, multiline: bool) -> Result<Regex, CompileError> {
+    type Cache = Mutex<HashMap<(String, bool), Regex>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (pattern.to_owned(), multiline);
+    if let Some(re) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(re.clone());
+    }
+    let re = compile_new(pattern, multiline)?;
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, re.clone());
+    Ok(re)
+}
+
+fn compile_new(pattern: &str, multiline: bool) -> Result<Regex, CompileError> {
     let limited = format!("(*LIMIT_MATCH={MATCH_LIMIT}){pattern}");
     RegexBuilder::new()
         .utf(true)
