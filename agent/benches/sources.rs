@@ -178,8 +178,15 @@ fn config(dir: &Path, log: &Path) -> anyhow::Result<AgentConfig> {
         "[agent]\nid = \"bench\"\nstate_dir = \"{}\"\n[firewall]\nbackend = \"log\"\n",
         dir.join("state").display()
     );
-    // fail2ban semantics: the date is cut from the line before matching.
-    let sshd = r#"failregex = ['sshd\[\d+\]: Failed password for (?:invalid user )?\S+ from <HOST> port \d+ ssh2$']"#;
+    // fail2ban's own sshd filter where fail2ban is installed; else a
+    // regex of the same kind (the date is cut from the line before matching).
+    let sshd = if Path::new("/etc/fail2ban/filter.d/sshd.conf").is_file() {
+        println!("filter: fail2ban's sshd (/etc/fail2ban/filter.d/sshd.conf)");
+        r#"filter = "sshd""#
+    } else {
+        println!("filter: a native sshd regex (fail2ban is not installed)");
+        r#"failregex = ['sshd\[\d+\]: Failed password for (?:invalid user )?\S+ from <HOST> port \d+ ssh2$']"#
+    };
     text.push_str(&format!(
         "[[jail]]\nname = \"sshd\"\nlogpath = [\"{}\"]\n{sshd}\nmaxretry = 5\nfindtime = \"10m\"\nbantime = \"10m\"\n",
         log.display()
