@@ -10,37 +10,18 @@
 //! skips fail2ban-regex).
 
 use std::io::{BufRead, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use fleetban_engine::date::Zone;
-use fleetban_engine::fail2ban::{read_filter, SourceFiles};
+use fleetban_engine::fail2ban::read_filter;
 use fleetban_engine::{Filter, FilterOptions};
 
-struct Fs;
+#[path = "../tests/support/fs.rs"]
+mod fs;
 
-impl SourceFiles for Fs {
-    fn read(&self, path: &Path) -> Option<Result<String, String>> {
-        match std::fs::read_to_string(path) {
-            Ok(t) => Some(Ok(t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => Some(Err(e.to_string())),
-        }
-    }
-    fn list(&self, dir: &Path, suffix: &str) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.to_string_lossy().ends_with(suffix))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
+use fs::Fs;
 
 /// A small deterministic generator (xorshift), so every run sees the same log.
 struct Rng(u64);

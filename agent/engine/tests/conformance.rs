@@ -21,37 +21,24 @@ const NOW: i64 = 1_124_013_600;
 /// The share of expectations that must hold.
 const BAR: f64 = 0.97;
 
+#[path = "support/fs.rs"]
+mod fs;
+
+/// The file system, with one mapping: the suite's own test filters include
+/// `common.conf` by a path into fail2ban's source tree
+/// (`…/config/filter.d/`); installed, that tree is /etc/fail2ban.
 struct Fs;
 
 impl SourceFiles for Fs {
     fn read(&self, path: &Path) -> Option<Result<String, String>> {
-        // The suite's own test filters include `common.conf` by a path into
-        // fail2ban's source tree (`…/config/filter.d/`); installed, that
-        // tree is /etc/fail2ban.
-        let installed;
-        let path = if !path.exists() && path.to_string_lossy().contains("/config/filter.d/") {
-            installed = Path::new(FILTERS).join(path.file_name().unwrap_or_default());
-            installed.as_path()
-        } else {
-            path
-        };
-        match std::fs::read(path) {
-            Ok(b) => Some(Ok(String::from_utf8_lossy(&b).into_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => Some(Err(e.to_string())),
+        if !path.exists() && path.to_string_lossy().contains("/config/filter.d/") {
+            return fs::Fs.read(&Path::new(FILTERS).join(path.file_name().unwrap_or_default()));
         }
+        fs::Fs.read(path)
     }
+
     fn list(&self, dir: &Path, suffix: &str) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.to_string_lossy().ends_with(suffix))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        fs::Fs.list(dir, suffix)
     }
 }
 

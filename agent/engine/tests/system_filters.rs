@@ -1,34 +1,15 @@
 //! Every filter that Debian's fail2ban package installs loads and compiles
 //! unchanged (skipped with a reason where fail2ban is not installed).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use fleetban_engine::fail2ban::read_filter;
 use fleetban_engine::fail2ban::regex::{compile, resolve_tags, UseDns};
-use fleetban_engine::fail2ban::{read_filter, SourceFiles};
 
-struct Fs;
+#[path = "support/fs.rs"]
+mod fs;
 
-impl SourceFiles for Fs {
-    fn read(&self, path: &Path) -> Option<Result<String, String>> {
-        match std::fs::read_to_string(path) {
-            Ok(t) => Some(Ok(t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => Some(Err(e.to_string())),
-        }
-    }
-    fn list(&self, dir: &Path, suffix: &str) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.to_string_lossy().ends_with(suffix))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
+use fs::Fs;
 
 #[test]
 fn every_shipped_filter_loads_and_compiles() {
