@@ -3,12 +3,14 @@
 //! or a no-failure line (`nofail`) holds the failure back, a disconnect
 //! (`mlfforget`) ends the id's record, pending lines wait for an address.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use super::groups::Groups;
 
 /// What is known about one failure being assembled.
 #[derive(Debug, Clone, Default)]
 pub struct FailData {
-    pub groups: BTreeMap<&'static str, String>,
+    pub groups: Groups,
     /// Lines that make up the failure.
     pub matches: usize,
     /// Lines held back while the failure was not (yet) one.
@@ -21,7 +23,7 @@ pub struct FailData {
 
 impl FailData {
     pub fn truthy(&self, k: &str) -> bool {
-        self.groups.get(k).is_some_and(|v| !v.is_empty())
+        self.groups.truthy(k)
     }
 
     fn update_users(&mut self) -> Option<&BTreeSet<String>> {

@@ -5,6 +5,7 @@
 //! (`<F-MLFID>`) are merged. Native filters are the same machinery with
 //! regexes written in fleetban's own configuration.
 
+mod groups;
 mod mlfid;
 mod names;
 mod prefilter;
@@ -13,6 +14,7 @@ mod regex;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use self::groups::Groups;
 pub use self::mlfid::FailData;
 use self::mlfid::{Merged, MlfidCache};
 use self::prefilter::Prefilter;
@@ -342,7 +344,7 @@ impl Filter {
         // The prefregex's groups, read from its text only when a failregex
         // matches (most lines match none); once the content took the text's
         // place, that text is in `scratch`.
-        let mut pre_groups: BTreeMap<&'static str, String> = BTreeMap::new();
+        let mut pre_groups = Groups::default();
         let mut pre_hit: Option<Hit> = None;
         let mut pre_in_scratch = false;
         if let Some(pref) = self.prefregex.as_mut() {
@@ -547,7 +549,7 @@ fn failure_of(regex: usize, data: &mut FailData, time: Option<f64>, details: boo
 }
 
 /// The named groups of `hit` in `text`, but `skip`.
-fn groups_of(hit: &Hit, text: &str, skip: &str) -> BTreeMap<&'static str, String> {
+fn groups_of(hit: &Hit, text: &str, skip: &str) -> Groups {
     hit.groups
         .iter()
         .filter(|(n, _, _)| *n != skip)
@@ -558,10 +560,7 @@ fn groups_of(hit: &Hit, text: &str, skip: &str) -> BTreeMap<&'static str, String
 /// Every named group, for tools that show them (not on the agent's path).
 fn details_of(data: &FailData, details: bool) -> BTreeMap<String, String> {
     if details {
-        data.groups
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
+        data.groups.to_map()
     } else {
         BTreeMap::new()
     }
