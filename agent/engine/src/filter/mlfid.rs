@@ -4,6 +4,7 @@
 //! (`mlfforget`) ends the id's record, pending lines wait for an address.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use super::groups::Groups;
 
@@ -45,8 +46,8 @@ impl FailData {
 /// Where the merged failure lives.
 #[derive(Debug)]
 pub enum Merged {
-    /// In the cache under this id; later changes are seen by later lines.
-    Cached(String),
+    /// In the cache under the id merged; later lines see later changes.
+    Cached,
     Owned(FailData),
 }
 
@@ -54,11 +55,11 @@ pub enum Merged {
 #[derive(Debug, Default)]
 pub struct MlfidCache {
     /// Id → (when set, insertion number, data).
-    entries: HashMap<String, (i64, u64, FailData), foldhash::fast::RandomState>,
+    entries: HashMap<Arc<str>, (i64, u64, FailData), foldhash::fast::RandomState>,
     /// Ids in insertion order. Entries removed meanwhile stay here until
     /// they reach the front (their insertion number no longer matches), so
     /// removing never scans the queue.
-    order: VecDeque<(u64, String)>,
+    order: VecDeque<(u64, Arc<str>)>,
     next: u64,
     /// When entries were last checked for age (once a second at most).
     expired_at: i64,
@@ -79,22 +80,23 @@ impl MlfidCache {
         if let Some(e) = self.entries.get_mut(id) {
             *e = (now, e.1, data);
         } else {
-            self.entries.insert(id.to_owned(), (now, seq, data));
-            self.order.push_back((seq, id.to_owned()));
+            let key: Arc<str> = Arc::from(id);
+            self.entries.insert(Arc::clone(&key), (now, seq, data));
+            self.order.push_back((seq, key));
         }
         while self.entries.len() > MAX_ENTRIES {
             let Some((seq, old)) = self.order.pop_front() else {
                 break;
             };
-            if self.entries.get(&old).is_some_and(|e| e.1 == seq) {
-                self.entries.remove(&old);
+            if self.entries.get(&*old).is_some_and(|e| e.1 == seq) {
+                self.entries.remove(&*old);
             }
         }
         // Keep the queue of stale ids from growing past a few times the cap.
         if self.order.len() > 4 * MAX_ENTRIES {
             let entries = &self.entries;
             self.order
-                .retain(|(seq, id)| entries.get(id).is_some_and(|e| e.1 == *seq));
+                .retain(|(seq, id)| entries.get(&**id).is_some_and(|e| e.1 == *seq));
         }
     }
 
@@ -172,19 +174,19 @@ impl MlfidCache {
             if flags & FORGET != 0 {
                 Merged::Owned(self.remove(id).unwrap_or_default())
             } else {
-                Merged::Cached(id.to_owned())
+                Merged::Cached
             }
         } else if flags & FORGET == 0 {
             users_many = fail.update_users().is_some_and(|u| u.len() > 1);
             self.set(id, fail, now);
-            Merged::Cached(id.to_owned())
+            Merged::Cached
         } else {
             users_many = false;
             Merged::Owned(fail)
         };
         let mut merged = target;
         let data = match &mut merged {
-            Merged::Cached(k) => match self.get_mut(k) {
+            Merged::Cached => match self.get_mut(id) {
                 Some(d) => d,
                 None => return Merged::Owned(FailData::default()),
             },

@@ -423,9 +423,7 @@ impl Filter {
                 Some(id) => {
                     let m = self.mlfid.merge(id, fail, matched, now);
                     let nofail = match &m {
-                        Merged::Cached(k) => {
-                            self.mlfid.get_mut(k).is_some_and(|d| d.truthy("nofail"))
-                        }
+                        Merged::Cached => self.mlfid.get_mut(id).is_some_and(|d| d.truthy("nofail")),
                         Merged::Owned(d) => d.truthy("nofail"),
                     };
                     if nofail && !self.options.check_all {
@@ -438,13 +436,13 @@ impl Filter {
                     ..fail
                 }),
             };
-            let (mut owned, key) = match merged {
-                Merged::Owned(d) => (Some(d), None),
-                Merged::Cached(k) => (None, Some(k)),
+            let mut owned = match merged {
+                Merged::Owned(d) => Some(d),
+                Merged::Cached => None,
             };
-            let Some(data) = (match (&mut owned, &key) {
+            let Some(data) = (match (&mut owned, &mlfid) {
                 (Some(d), _) => Some(d),
-                (None, Some(k)) => self.mlfid.get_mut(k),
+                (None, Some(id)) => self.mlfid.get_mut(id),
                 (None, None) => None,
             }) else {
                 continue;
