@@ -3,7 +3,7 @@
 //! or a no-failure line (`nofail`) holds the failure back, a disconnect
 //! (`mlfforget`) ends the id's record, pending lines wait for an address.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::groups::Groups;
@@ -16,7 +16,8 @@ pub struct FailData {
     pub matches: usize,
     /// Lines held back while the failure was not (yet) one.
     pub nofail_matches: usize,
-    pub users: Option<BTreeSet<String>>,
+    /// Distinct users seen, sorted.
+    pub users: Vec<String>,
     pub pending: bool,
     /// The address, when the failure id is something else (`<F-ID>`).
     pub ip: Option<String>,
@@ -27,19 +28,23 @@ impl FailData {
         self.groups.truthy(k)
     }
 
-    fn update_users(&mut self) -> Option<&BTreeSet<String>> {
-        if let Some(u) = self.groups.get("user").filter(|u| !u.is_empty()).cloned() {
-            self.users.get_or_insert_with(BTreeSet::new).insert(u);
+    fn update_users(&mut self) -> &[String] {
+        if let Some(u) = self.groups.get("user").filter(|u| !u.is_empty()) {
+            add_user(&mut self.users, u);
         }
-        self.users.as_ref()
+        &self.users
     }
 
     /// The user, or all users when several tried within one connection.
     pub fn all_users(&self) -> Vec<String> {
-        self.users
-            .as_ref()
-            .map(|u| u.iter().cloned().collect())
-            .unwrap_or_default()
+        self.users.clone()
+    }
+}
+
+/// Adds `user` to the sorted, distinct `users`.
+fn add_user(users: &mut Vec<String>, user: &str) {
+    if let Err(at) = users.binary_search_by(|u| u.as_str().cmp(user)) {
+        users.insert(at, user.to_owned());
     }
 }
 
@@ -143,12 +148,9 @@ impl MlfidCache {
         let users_many;
         let target = if let Some((_, _, known)) = self.entries.get_mut(id) {
             if let Some(u) = fail.groups.get("user").filter(|u| !u.is_empty()) {
-                known
-                    .users
-                    .get_or_insert_with(BTreeSet::new)
-                    .insert(u.clone());
+                add_user(&mut known.users, u);
             }
-            users_many = known.users.as_ref().is_some_and(|u| u.len() > 1);
+            users_many = known.users.len() > 1;
             if known.groups.remove("nofail").is_some_and(|v| !v.is_empty()) {
                 flags |= WAS_NOFAIL;
             }
@@ -177,7 +179,7 @@ impl MlfidCache {
                 Merged::Cached
             }
         } else if flags & FORGET == 0 {
-            users_many = fail.update_users().is_some_and(|u| u.len() > 1);
+            users_many = fail.update_users().len() > 1;
             self.set(id, fail, now);
             Merged::Cached
         } else {

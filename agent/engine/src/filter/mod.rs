@@ -423,7 +423,9 @@ impl Filter {
                 Some(id) => {
                     let m = self.mlfid.merge(id, fail, matched, now);
                     let nofail = match &m {
-                        Merged::Cached => self.mlfid.get_mut(id).is_some_and(|d| d.truthy("nofail")),
+                        Merged::Cached => {
+                            self.mlfid.get_mut(id).is_some_and(|d| d.truthy("nofail"))
+                        }
                         Merged::Owned(d) => d.truthy("nofail"),
                     };
                     if nofail && !self.options.check_all {
@@ -567,19 +569,16 @@ fn details_of(data: &FailData, details: bool) -> BTreeMap<String, String> {
 /// An address as fail2ban prints it: as written, a prefix as `network/len`
 /// (a full-length prefix as the bare address).
 fn normalise_host(host: String, kind: HostKind, cidr: Option<u8>) -> String {
-    if !matches!(kind, HostKind::Ip4 | HostKind::Ip6) {
+    let Some(len) = cidr.filter(|_| matches!(kind, HostKind::Ip4 | HostKind::Ip6)) else {
         return host;
-    }
+    };
     let Ok(ip) = host.parse::<IpAddr>() else {
         return host;
     };
-    match cidr {
-        Some(len) => match ipnet::IpNet::new(ip, len) {
-            Ok(net) if net.prefix_len() < net.max_prefix_len() => net.trunc().to_string(),
-            Ok(_) => ip.to_string(),
-            Err(_) => host,
-        },
-        None => host,
+    match ipnet::IpNet::new(ip, len) {
+        Ok(net) if net.prefix_len() < net.max_prefix_len() => net.trunc().to_string(),
+        Ok(_) => ip.to_string(),
+        Err(_) => host,
     }
 }
 
