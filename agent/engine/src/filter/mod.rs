@@ -405,7 +405,12 @@ impl Filter {
                     "content",
                 );
             }
-            let mut groups = pre_groups.clone();
+            // Only when every regex is checked can a later one need them.
+            let mut groups = if self.options.check_all {
+                pre_groups.clone()
+            } else {
+                std::mem::take(&mut pre_groups)
+            };
             for (name, s, e) in &hit.groups {
                 groups.insert(name, self.text.get(*s..*e).unwrap_or("").to_owned());
             }
