@@ -1,71 +1,114 @@
-//! nftables: one table of fleetban's own (`inet <table>`), with an IPv4 and
-//! an IPv6 set (`flags interval, timeout`, so each element carries its own
-//! timeout and a ban ends in the kernel even if the agent is gone) and an
-//! input chain that drops traffic from their members. Every change is one
+//! nftables: one table of fleetban's own (`inet <table>`) and nothing else.
+//! Host addresses go into hash sets (`host4`, `host6`: `flags timeout`),
+//! prefixes into interval sets (`net4`, `net6`: `flags interval, timeout`),
+//! each element with its own timeout, so a ban ends in the kernel even if
+//! the agent is gone. Hash sets load several times faster than interval
+//! sets, and most bans are single addresses. An `input` chain (and a
+//! `forward` chain when asked) at priority -10, ahead of the host's own
+//! filter, drops or rejects traffic from their members. Every change is one
 //! `nft -f` transaction: all of it applies or none.
 
 use std::fmt::Write as _;
-use std::process::Stdio;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
-use super::{Entry, Firewall, FirewallError};
+use super::command::Runner;
+use super::{Entry, Firewall, FirewallError, Readback, Rules, Verdict, MAX_TIMEOUT_MS};
 use crate::blocklist::Changes;
 
-/// The kernel rejects very long element timeouts on some versions; longer
-/// bans are refreshed by the agent before this runs out.
-const MAX_TIMEOUT_MS: i64 = 20 * 86_400 * 1_000;
 /// Ahead of the usual `filter` priority (0), so a ban wins over the host's
 /// own accept rules.
 const PRIORITY: i32 = -10;
 
+/// The sets: name, match, whether it holds host addresses (else prefixes),
+/// whether it is IPv4.
+const SETS: [(&str, &str, bool, bool); 4] = [
+    ("host4", "ip saddr", true, true),
+    ("net4", "ip saddr", false, true),
+    ("host6", "ip6 saddr", true, false),
+    ("net6", "ip6 saddr", false, false),
+];
+
 pub struct NftablesFirewall {
     table: String,
-    /// Program and leading arguments; `["nft"]` unless a test runs it inside
-    /// a network namespace.
-    command: Vec<String>,
+    rules: Rules,
+    runner: Runner,
 }
 
 impl NftablesFirewall {
     pub fn new(table: String) -> Self {
         NftablesFirewall {
             table,
-            command: vec!["nft".into()],
+            rules: Rules::default(),
+            runner: Runner::default(),
         }
     }
 
-    /// Runs nft through a wrapper, e.g. `ip netns exec NS nft`.
-    pub fn with_command(mut self, command: Vec<String>) -> Self {
-        self.command = command;
+    pub fn with_rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
         self
     }
 
+    /// Runs nft through a wrapper, e.g. `ip netns exec NS`.
+    pub fn with_wrapper(mut self, wrapper: Vec<String>) -> Self {
+        self.runner = Runner::wrapped(wrapper);
+        self
+    }
+
+    fn chains(&self) -> Vec<&'static str> {
+        let mut c = vec!["input"];
+        if self.rules.forward {
+            c.push("forward");
+        }
+        c
+    }
+
+    fn verdict(&self) -> &'static str {
+        match self.rules.verdict {
+            Verdict::Drop => "drop",
+            Verdict::Reject => "reject",
+        }
+    }
+
+    /// Creates what is missing and rewrites the chains' rules.
     fn setup(&self, script: &mut String) {
         let t = &self.table;
         let _ = writeln!(script, "add table inet {t}");
-        let _ = writeln!(
-            script,
-            "add set inet {t} ban4 {{ type ipv4_addr; flags interval, timeout; }}"
-        );
-        let _ = writeln!(
-            script,
-            "add set inet {t} ban6 {{ type ipv6_addr; flags interval, timeout; }}"
-        );
-        let _ = writeln!(script, "add chain inet {t} input {{ type filter hook input priority {PRIORITY}; policy accept; }}");
-        let _ = writeln!(script, "flush chain inet {t} input");
-        let _ = writeln!(script, "add rule inet {t} input ip saddr @ban4 drop");
-        let _ = writeln!(script, "add rule inet {t} input ip6 saddr @ban6 drop");
+        for (set, _, host, v4) in SETS {
+            let ty = if v4 { "ipv4_addr" } else { "ipv6_addr" };
+            let flags = if host { "timeout" } else { "interval, timeout" };
+            let _ = writeln!(
+                script,
+                "add set inet {t} {set} {{ type {ty}; flags {flags}; }}"
+            );
+        }
+        for hook in ["input", "forward"] {
+            let _ = writeln!(script, "add chain inet {t} {hook} {{ type filter hook {hook} priority {PRIORITY}; policy accept; }}");
+            let _ = writeln!(script, "flush chain inet {t} {hook}");
+            if !self.chains().contains(&hook) {
+                let _ = writeln!(script, "delete chain inet {t} {hook}");
+                continue;
+            }
+            for (set, matcher, _, _) in SETS {
+                let _ = writeln!(
+                    script,
+                    "add rule inet {t} {hook} {matcher} @{set} {}",
+                    self.verdict()
+                );
+            }
+        }
     }
 
-    fn elements(&self, script: &mut String, verb: &str, entries: &[Entry]) {
-        for (set, v4) in [("ban4", true), ("ban6", false)] {
+    fn elements(&self, script: &mut String, verb: &str, entries: &[Entry], timeouts: bool) {
+        for (set, _, host, v4) in SETS {
             let mut items = entries
                 .iter()
-                .filter(|(t, _)| matches!(t, IpNet::V4(_)) == v4)
+                .filter(|(t, _)| {
+                    matches!(t, IpNet::V4(_)) == v4
+                        && (t.prefix_len() == t.max_prefix_len()) == host
+                })
                 .peekable();
             if items.peek().is_none() {
                 continue;
@@ -75,8 +118,12 @@ impl NftablesFirewall {
                 if i > 0 {
                     script.push_str(", ");
                 }
-                let _ = write!(script, "{target}");
-                if let Some(ms) = remaining {
+                if host {
+                    let _ = write!(script, "{}", target.addr());
+                } else {
+                    let _ = write!(script, "{target}");
+                }
+                if let (true, Some(ms)) = (timeouts, remaining) {
                     let _ = write!(script, " timeout {}ms", (*ms).clamp(1_000, MAX_TIMEOUT_MS));
                 }
             }
@@ -84,58 +131,61 @@ impl NftablesFirewall {
         }
     }
 
-    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
-        let (program, lead) = self
-            .command
-            .split_first()
-            .map_or(("nft", &[][..]), |(p, l)| (p.as_str(), l));
-        let mut child = Command::new(program)
-            .args(lead)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| FirewallError::Spawn {
-                program: self.command.join(" "),
-                source,
-            })?;
-        if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(script.as_bytes())
-                .await
-                .map_err(|source| FirewallError::Spawn {
-                    program: self.command.join(" "),
-                    source,
-                })?;
+    async fn transaction(&self, script: &str) -> Result<(), FirewallError> {
+        if script.len() < 4_096 {
+            tracing::debug!(table = %self.table, script, "nft transaction");
         }
-        let out = child
-            .wait_with_output()
+        self.runner
+            .run("nft", &["-f", "-"], Some(script))
             .await
-            .map_err(|source| FirewallError::Spawn {
-                program: self.command.join(" "),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(FirewallError::Refused {
-                program: self.command.join(" "),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr)
-                    .trim()
-                    .chars()
-                    .take(2_000)
-                    .collect(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            .map(drop)
     }
 
-    async fn transaction(&self, script: &str) -> Result<(), FirewallError> {
-        tracing::debug!(table = %self.table, script, "nft transaction");
-        self.run(&["-f", "-"], Some(script)).await.map(drop)
+    /// The script of a full sync (for the benchmark, which times nft alone).
+    pub fn sync_script(&self, entries: &[Entry]) -> String {
+        let mut script = String::with_capacity(entries.len() * 40 + 1_024);
+        self.setup(&mut script);
+        for (set, ..) in SETS {
+            let _ = writeln!(script, "flush set inet {} {set}", self.table);
+        }
+        self.elements(&mut script, "add", entries, true);
+        script
+    }
+
+    /// Whether the listing holds our sets and, in each chain, one rule per
+    /// set with our verdict.
+    fn intact(&self, items: &[Value]) -> bool {
+        let sets_ok = SETS.iter().all(|(name, ..)| {
+            items.iter().any(|i| {
+                i.get("set")
+                    .and_then(|s| s.get("name"))
+                    .and_then(Value::as_str)
+                    == Some(name)
+            })
+        });
+        let chain_ok = |chain: &str| {
+            let hooked = items.iter().any(|i| {
+                i.get("chain").is_some_and(|c| {
+                    c.get("name").and_then(Value::as_str) == Some(chain)
+                        && c.get("hook").and_then(Value::as_str) == Some(chain)
+                })
+            });
+            let rules: Vec<&Value> = items
+                .iter()
+                .filter_map(|i| i.get("rule"))
+                .filter(|r| r.get("chain").and_then(Value::as_str) == Some(chain))
+                .collect();
+            hooked
+                && rules.len() == SETS.len()
+                && SETS.iter().all(|(name, ..)| {
+                    let want = format!("@{name}");
+                    rules.iter().any(|r| {
+                        let text = r.get("expr").map(Value::to_string).unwrap_or_default();
+                        text.contains(&format!("\"{want}\"")) && text.contains(self.verdict())
+                    })
+                })
+        };
+        sets_ok && self.chains().into_iter().all(chain_ok)
     }
 }
 
@@ -146,11 +196,7 @@ impl Firewall for NftablesFirewall {
     }
 
     async fn sync(&mut self, entries: &[Entry]) -> Result<(), FirewallError> {
-        let mut script = String::new();
-        self.setup(&mut script);
-        let _ = writeln!(script, "flush set inet {} ban4", self.table);
-        let _ = writeln!(script, "flush set inet {} ban6", self.table);
-        self.elements(&mut script, "add", entries);
+        let script = self.sync_script(entries);
         self.transaction(&script).await
     }
 
@@ -160,24 +206,47 @@ impl Firewall for NftablesFirewall {
         }
         let mut script = String::new();
         let removed: Vec<Entry> = changes.remove.iter().map(|t| (*t, None)).collect();
-        self.elements(&mut script, "delete", &removed);
-        self.elements(&mut script, "add", &changes.add);
+        self.elements(&mut script, "delete", &removed, false);
+        self.elements(&mut script, "add", &changes.add, true);
         self.transaction(&script).await
     }
 
-    async fn list(&mut self) -> Result<Vec<IpNet>, FirewallError> {
-        let mut out = Vec::new();
-        for set in ["ban4", "ban6"] {
-            let json = self
-                .run(&["-j", "list", "set", "inet", &self.table, set], None)
-                .await?;
-            out.extend(parse_set(&json).map_err(|detail| FirewallError::Read {
-                what: format!("nft set inet {} {set}", self.table),
-                detail,
-            })?);
+    async fn read(&mut self) -> Result<Readback, FirewallError> {
+        let json = match self
+            .runner
+            .run("nft", &["-j", "list", "table", "inet", &self.table], None)
+            .await
+        {
+            Ok(j) => j,
+            Err(FirewallError::Refused { stderr, .. }) if stderr.contains("No such file") => {
+                return Ok(Readback::default());
+            }
+            Err(e) => return Err(e),
+        };
+        let read_err = |detail: String| FirewallError::Read {
+            what: format!("nft table inet {}", self.table),
+            detail,
+        };
+        let v: Value = serde_json::from_str(&json).map_err(|e| read_err(e.to_string()))?;
+        let items = v
+            .get("nftables")
+            .and_then(Value::as_array)
+            .ok_or_else(|| read_err("no \"nftables\" array".into()))?;
+        let mut entries = std::collections::BTreeMap::new();
+        for item in items {
+            let Some(set) = item.get("set") else { continue };
+            let named = set.get("name").and_then(Value::as_str);
+            if !SETS.iter().any(|(n, ..)| Some(*n) == named) {
+                continue;
+            }
+            for (net, left) in parse_elements(set).map_err(read_err)? {
+                entries.insert(net, left);
+            }
         }
-        out.sort();
-        Ok(out)
+        Ok(Readback {
+            intact: self.intact(items),
+            entries,
+        })
     }
 
     async fn flush(&mut self) -> Result<(), FirewallError> {
@@ -188,24 +257,29 @@ impl Firewall for NftablesFirewall {
     }
 }
 
-/// The elements of `nft -j list set …` output.
-fn parse_set(json: &str) -> Result<Vec<IpNet>, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let items = v
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or("no \"nftables\" array")?;
+/// The elements of one set of `nft -j list …` output, with their remaining
+/// time in ms (`None`: no timeout).
+fn parse_elements(set: &Value) -> Result<Vec<(IpNet, Option<i64>)>, String> {
     let mut out = Vec::new();
-    for item in items {
-        let Some(set) = item.get("set") else { continue };
-        let Some(elems) = set.get("elem").and_then(Value::as_array) else {
-            continue;
+    let Some(elems) = set.get("elem").and_then(Value::as_array) else {
+        return Ok(out);
+    };
+    for e in elems {
+        // An element with a timeout is {"elem": {"val": V, "expires": S}};
+        // V is an address string, {"prefix": {...}} or {"range": [a, b]}.
+        let (val, left) = match e.get("elem") {
+            Some(inner) => (
+                inner.get("val").unwrap_or(inner),
+                inner
+                    .get("expires")
+                    .or_else(|| inner.get("timeout"))
+                    .and_then(Value::as_i64)
+                    .map(|s| s * 1_000),
+            ),
+            None => (e, None),
         };
-        for e in elems {
-            // An element with a timeout is {"elem": {"val": V, ...}}; V is an
-            // address string, {"prefix": {...}} or {"range": [a, b]}.
-            let val = e.get("elem").and_then(|x| x.get("val")).unwrap_or(e);
-            out.extend(parse_val(val)?);
+        for net in parse_val(val)? {
+            out.push((net, left));
         }
     }
     Ok(out)
@@ -257,7 +331,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn script_is_one_transaction_per_change() {
+    fn hosts_and_prefixes_go_to_their_own_sets() {
         let fw = NftablesFirewall::new("fleetban".into());
         let mut s = String::new();
         fw.elements(
@@ -267,34 +341,67 @@ mod tests {
                 ("192.0.2.1/32".parse().expect("net"), Some(5_000)),
                 ("2001:db8::/64".parse().expect("net"), None),
                 ("192.0.2.0/30".parse().expect("net"), Some(10)),
+                (
+                    "2001:db8::1/128".parse().expect("net"),
+                    Some(MAX_TIMEOUT_MS * 2),
+                ),
             ],
+            true,
         );
         assert_eq!(
             s,
-            "add element inet fleetban ban4 { 192.0.2.1/32 timeout 5000ms, 192.0.2.0/30 timeout 1000ms }\n\
-             add element inet fleetban ban6 { 2001:db8::/64 }\n"
+            "add element inet fleetban host4 { 192.0.2.1 timeout 5000ms }\n\
+             add element inet fleetban net4 { 192.0.2.0/30 timeout 1000ms }\n\
+             add element inet fleetban host6 { 2001:db8::1 timeout 1728000000ms }\n\
+             add element inet fleetban net6 { 2001:db8::/64 }\n"
+        );
+    }
+
+    #[test]
+    fn rules_follow_the_verdict_and_chains_asked_for() {
+        let fw = NftablesFirewall::new("fb".into()).with_rules(Rules {
+            verdict: Verdict::Reject,
+            forward: true,
+        });
+        let s = fw.sync_script(&[]);
+        assert!(
+            s.contains("add rule inet fb input ip saddr @host4 reject\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("add rule inet fb forward ip6 saddr @net6 reject\n"),
+            "{s}"
+        );
+        assert!(s.contains("hook input priority -10;"), "{s}");
+        assert!(s.contains("flush set inet fb net4\n"), "{s}");
+        let s = NftablesFirewall::new("fb".into()).sync_script(&[]);
+        assert!(s.contains("delete chain inet fb forward\n"), "{s}");
+        assert!(
+            s.contains("add rule inet fb input ip saddr @host4 drop\n"),
+            "{s}"
         );
     }
 
     #[test]
     fn parses_listed_elements() {
-        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "ban4", "table": "fleetban", "type": "ipv4_addr", "flags": ["interval", "timeout"], "elem": [{"elem": {"val": "192.0.2.1", "timeout": 60, "expires": 59}}, {"elem": {"val": {"prefix": {"addr": "198.51.100.0", "len": 24}}, "timeout": 60}}, "203.0.113.5", {"range": ["10.0.0.0", "10.0.0.3"]}]}}]}"#;
-        let got: Vec<String> = parse_set(json)
+        let json = r#"{"set": {"family": "inet", "name": "net4", "table": "fleetban", "type": "ipv4_addr", "flags": ["interval", "timeout"], "elem": [{"elem": {"val": "192.0.2.1", "timeout": 60, "expires": 59}}, {"elem": {"val": {"prefix": {"addr": "198.51.100.0", "len": 24}}, "timeout": 60}}, "203.0.113.5", {"range": ["10.0.0.0", "10.0.0.3"]}]}}"#;
+        let v: Value = serde_json::from_str(json).expect("json");
+        let got: Vec<String> = parse_elements(&v["set"])
             .expect("parses")
             .iter()
-            .map(ToString::to_string)
+            .map(|(n, l)| format!("{n} {l:?}"))
             .collect();
         assert_eq!(
             got,
             vec![
-                "192.0.2.1/32",
-                "198.51.100.0/24",
-                "203.0.113.5/32",
-                "10.0.0.0/30"
+                "192.0.2.1/32 Some(59000)",
+                "198.51.100.0/24 Some(60000)",
+                "203.0.113.5/32 None",
+                "10.0.0.0/30 None"
             ]
         );
-        assert!(parse_set("{}").is_err());
-        assert!(parse_set("not json").is_err());
+        let bad: Value = serde_json::from_str(r#"{"elem": [{"weird": 1}]}"#).expect("json");
+        assert!(parse_elements(&bad).is_err());
     }
 }
 
@@ -303,65 +410,32 @@ mod kernel_tests {
     use super::*;
 
     /// The shared firewall suite against the real kernel, inside a network
-    /// namespace of its own.
+    /// namespace of its own, with a foreign table beside fleetban's.
     #[tokio::test]
     async fn passes_the_firewall_suite_in_a_namespace() {
         if !fleetban_tests::privileges::require_netns("nftables firewall suite") {
             return;
         }
-        let ns = format!("fbfw{}", std::process::id());
-        let ip = |args: &[&str]| {
-            std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .expect("ip runs")
-        };
-        ip(&["netns", "del", &ns]);
-        assert!(ip(&["netns", "add", &ns]).success());
-        let wrapper = vec![
-            "ip".into(),
-            "netns".into(),
-            "exec".into(),
-            ns.clone(),
-            "nft".into(),
-        ];
-        let mut fw = NftablesFirewall::new("fleetban".into()).with_command(wrapper.clone());
-        crate::firewall::suite::run(&mut fw).await;
+        let ns = crate::firewall::suite::Namespace::new("fbnft");
+        let mut fw = NftablesFirewall::new("fleetban".into()).with_wrapper(ns.wrapper());
+        crate::firewall::suite::run(&mut fw, &ns).await;
 
-        // The rule really is there, hooked on input, and flush removes it.
+        // The rules really are there, hooked on input; flush removes them.
         fw.sync(&[("192.0.2.9/32".parse().expect("net"), Some(60_000))])
             .await
             .expect("sync");
-        let ruleset = fw
-            .run(&["list", "ruleset"], None)
-            .await
-            .expect("list ruleset");
+        let ruleset = ns.sh("nft list ruleset");
         assert!(ruleset.contains("hook input priority"), "{ruleset}");
-        assert!(ruleset.contains("ip saddr @ban4 drop"), "{ruleset}");
+        assert!(ruleset.contains("ip saddr @host4 drop"), "{ruleset}");
         assert!(
             ruleset.contains("192.0.2.9 timeout 1m") || ruleset.contains("192.0.2.9 timeout 60s"),
             "{ruleset}"
         );
+        // A rule deleted by hand makes the table not intact.
+        assert!(fw.read().await.expect("read").intact);
+        ns.sh("nft flush chain inet fleetban input");
+        assert!(!fw.read().await.expect("read").intact);
         fw.flush().await.expect("flush");
-        assert!(!fw
-            .run(&["list", "ruleset"], None)
-            .await
-            .expect("list")
-            .contains("fleetban"));
-
-        // A table of someone else's is left alone.
-        let other = NftablesFirewall::new("someone_else".into()).with_command(wrapper);
-        other
-            .transaction("add table inet someone_else\n")
-            .await
-            .expect("other table");
-        fw.sync(&[]).await.expect("sync");
-        fw.flush().await.expect("flush");
-        assert!(other
-            .run(&["list", "tables"], None)
-            .await
-            .expect("tables")
-            .contains("someone_else"));
-        ip(&["netns", "del", &ns]);
+        assert!(!ns.sh("nft list ruleset").contains("fleetban"));
     }
 }
