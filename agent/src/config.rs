@@ -61,6 +61,9 @@ struct AgentSection {
     metrics_listen: Option<String>,
     /// Zone of log times that name none; default: the system's.
     timezone: Option<String>,
+    /// The control socket of `fleetban-agent ban`/`unban`/`firewall`;
+    /// default `<state_dir>/control.sock`.
+    control_socket: Option<PathBuf>,
     /// Where `filter = "name"` looks for fail2ban filters.
     #[serde(default = "default_filter_dirs")]
     filter_dirs: Vec<PathBuf>,
@@ -80,6 +83,20 @@ struct FirewallSection {
     backend: String,
     #[serde(default = "default_table")]
     table: String,
+    #[serde(default = "default_verdict")]
+    verdict: String,
+    #[serde(default)]
+    forward: bool,
+    #[serde(default)]
+    allowlist: Vec<String>,
+    #[serde(default = "yes")]
+    protect_ssh_client: bool,
+    #[serde(default = "default_widest_v4")]
+    widest_prefix_v4: u8,
+    #[serde(default = "default_widest_v6")]
+    widest_prefix_v6: u8,
+    #[serde(default = "default_reconcile")]
+    reconcile_interval: String,
 }
 
 impl Default for FirewallSection {
@@ -87,8 +104,31 @@ impl Default for FirewallSection {
         FirewallSection {
             backend: default_backend(),
             table: default_table(),
+            verdict: default_verdict(),
+            forward: false,
+            allowlist: Vec::new(),
+            protect_ssh_client: true,
+            widest_prefix_v4: default_widest_v4(),
+            widest_prefix_v6: default_widest_v6(),
+            reconcile_interval: default_reconcile(),
         }
     }
+}
+
+fn default_verdict() -> String {
+    "drop".into()
+}
+
+fn default_widest_v4() -> u8 {
+    8
+}
+
+fn default_widest_v6() -> u8 {
+    32
+}
+
+fn default_reconcile() -> String {
+    "30s".into()
 }
 
 fn default_backend() -> String {
@@ -152,8 +192,42 @@ fn default_bantime() -> String {
 pub enum FirewallBackend {
     /// nftables: a table of fleetban's own with timed sets.
     Nftables { table: String },
+    /// ipset + iptables/ip6tables: sets and a chain named after `prefix`.
+    Ipset { prefix: String },
     /// Dry run: every change is logged, nothing is enforced.
     Log,
+}
+
+/// The `[firewall]` section, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallConfig {
+    pub backend: FirewallBackend,
+    pub rules: crate::firewall::Rules,
+    /// Networks never blocked, whatever a jail, the server or an operator says.
+    pub allowlist: Vec<IpNet>,
+    /// Never block the SSH client of the operator who runs `fleetban-agent
+    /// ban`, nor the one the agent was started from.
+    pub protect_ssh_client: bool,
+    /// Widest prefixes allowed: shorter ones are refused.
+    pub widest_prefix_v4: u8,
+    pub widest_prefix_v6: u8,
+    /// How often the kernel is read back and repaired.
+    pub reconcile_interval: Duration,
+}
+
+impl FirewallConfig {
+    /// nftables with the defaults of every key.
+    pub fn with_backend(backend: FirewallBackend) -> Self {
+        FirewallConfig {
+            backend,
+            rules: crate::firewall::Rules::default(),
+            allowlist: Vec::new(),
+            protect_ssh_client: true,
+            widest_prefix_v4: default_widest_v4(),
+            widest_prefix_v6: default_widest_v6(),
+            reconcile_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// One jail, ready to run.
@@ -189,10 +263,12 @@ pub struct AgentConfig {
     pub agent_id: String,
     /// `None`: standalone, no server.
     pub server_url: Option<String>,
-    pub firewall: FirewallBackend,
+    pub firewall: FirewallConfig,
     pub jails: Vec<JailConfig>,
-    /// Where positions and cursors are saved.
+    /// Where positions, cursors and the block list are saved.
     pub state_dir: PathBuf,
+    /// The control socket (`fleetban-agent ban`, `unban`, `firewall`).
+    pub control_socket: PathBuf,
     /// The Prometheus endpoint's address, if any.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -239,28 +315,7 @@ impl AgentConfig {
             }
             None => None,
         };
-        let firewall = match file.firewall.backend.as_str() {
-            "nftables" => {
-                let t = &file.firewall.table;
-                if t.is_empty()
-                    || t.len() > 32
-                    || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
-                    return Err(err(
-                        "firewall.table",
-                        format!("{t:?}: expected up to 32 letters, digits or '_'"),
-                    ));
-                }
-                FirewallBackend::Nftables { table: t.clone() }
-            }
-            "log" => FirewallBackend::Log,
-            other => {
-                return Err(err(
-                    "firewall.backend",
-                    format!("{other:?}: expected \"nftables\" or \"log\""),
-                ));
-            }
-        };
+        let firewall = firewall_config(&file.firewall).map_err(|(k, m)| err(k, m))?;
         let zone = match &file.agent.timezone {
             Some(tz) => Zone::parse(tz).map_err(|e| err("agent.timezone", e))?,
             None => local_zone(),
@@ -395,19 +450,106 @@ impl AgentConfig {
                 jails.push(jail);
             }
         }
+        let state_dir = file
+            .agent
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         Ok(AgentConfig {
             zone,
             agent_id,
             server_url,
             firewall,
             jails,
-            state_dir: file
+            control_socket: file
                 .agent
-                .state_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+                .control_socket
+                .unwrap_or_else(|| state_dir.join("control.sock")),
+            state_dir,
             metrics_listen,
         })
     }
+}
+
+/// Checks the `[firewall]` section; an error is `(key, message)`.
+fn firewall_config(f: &FirewallSection) -> Result<FirewallConfig, (&'static str, String)> {
+    let t = &f.table;
+    let name_ok = |max: usize| {
+        !t.is_empty() && t.len() <= max && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let backend = match f.backend.as_str() {
+        "nftables" => {
+            if !name_ok(32) {
+                return Err((
+                    "firewall.table",
+                    format!("{t:?}: expected up to 32 letters, digits or '_'"),
+                ));
+            }
+            FirewallBackend::Nftables { table: t.clone() }
+        }
+        "ipset" => {
+            // ipset names stop at 31 characters, iptables chains at 28.
+            if !name_ok(24) {
+                return Err((
+                    "firewall.table",
+                    format!(
+                        "{t:?}: expected up to 24 letters, digits or '_' with the ipset backend"
+                    ),
+                ));
+            }
+            FirewallBackend::Ipset { prefix: t.clone() }
+        }
+        "log" => FirewallBackend::Log,
+        other => {
+            return Err((
+                "firewall.backend",
+                format!("{other:?}: expected \"nftables\", \"ipset\" or \"log\""),
+            ));
+        }
+    };
+    let verdict = match f.verdict.as_str() {
+        "drop" => crate::firewall::Verdict::Drop,
+        "reject" => crate::firewall::Verdict::Reject,
+        other => {
+            return Err((
+                "firewall.verdict",
+                format!("{other:?}: expected \"drop\" or \"reject\""),
+            ))
+        }
+    };
+    let allowlist = f
+        .allowlist
+        .iter()
+        .map(|s| fleetban_proto::parse_target(s).map_err(|e| ("firewall.allowlist", e.to_string())))
+        .collect::<Result<Vec<IpNet>, _>>()?;
+    if !(1..=32).contains(&f.widest_prefix_v4) {
+        return Err((
+            "firewall.widest_prefix_v4",
+            format!("{}: expected 1 to 32", f.widest_prefix_v4),
+        ));
+    }
+    if !(1..=128).contains(&f.widest_prefix_v6) {
+        return Err((
+            "firewall.widest_prefix_v6",
+            format!("{}: expected 1 to 128", f.widest_prefix_v6),
+        ));
+    }
+    let reconcile_interval =
+        duration(&f.reconcile_interval).map_err(|e| ("firewall.reconcile_interval", e))?;
+    if reconcile_interval < Duration::from_secs(1) {
+        return Err(("firewall.reconcile_interval", "must be at least 1 s".into()));
+    }
+    Ok(FirewallConfig {
+        backend,
+        rules: crate::firewall::Rules {
+            verdict,
+            forward: f.forward,
+        },
+        allowlist,
+        protect_ssh_client: f.protect_ssh_client,
+        widest_prefix_v4: f.widest_prefix_v4,
+        widest_prefix_v6: f.widest_prefix_v6,
+        reconcile_interval,
+    })
 }
 
 /// Reads `backend`, `journalmatch`, `start` and checks `logpath`; an error
@@ -573,7 +715,7 @@ failregex = ["<HOST>"]
         let c = parse(GOOD).expect("loads");
         assert_eq!(c.agent_id, "web-1");
         assert_eq!(c.server_url.as_deref(), Some("http://127.0.0.1:50051"));
-        assert_eq!(c.firewall, FirewallBackend::Log);
+        assert_eq!(c.firewall.backend, FirewallBackend::Log);
         assert_eq!(c.jails.len(), 1);
         let s = &c.jails[0].settings;
         assert_eq!(
@@ -590,9 +732,13 @@ failregex = ["<HOST>"]
         assert_eq!(c.server_url, None);
         assert_eq!(
             c.firewall,
-            FirewallBackend::Nftables {
+            FirewallConfig::with_backend(FirewallBackend::Nftables {
                 table: "fleetban".into()
-            }
+            })
+        );
+        assert_eq!(
+            c.control_socket,
+            PathBuf::from(DEFAULT_STATE_DIR).join("control.sock")
         );
         let s = &c.jails[0].settings;
         assert_eq!(
@@ -696,6 +842,48 @@ failregex = ["<HOST>"]
             "filter = \"x\"\nfailregex = [\"<HOST>\"]",
         );
         assert_eq!(parse(&both).expect_err("both").key, "jail.filter");
+    }
+
+    #[test]
+    fn firewall_keys() {
+        let fw = GOOD.replace(
+            "backend = \"log\"",
+            "backend = \"ipset\"\nverdict = \"reject\"\nforward = true\nallowlist = [\"10.0.0.0/8\", \"::ffff:192.0.2.1\"]\nprotect_ssh_client = false\nwidest_prefix_v4 = 16\nwidest_prefix_v6 = 48\nreconcile_interval = \"2m\"",
+        );
+        let c = parse(&fw).expect("loads").firewall;
+        assert_eq!(
+            c.backend,
+            FirewallBackend::Ipset {
+                prefix: "fleetban".into()
+            }
+        );
+        assert_eq!(c.rules.verdict, crate::firewall::Verdict::Reject);
+        assert!(c.rules.forward && !c.protect_ssh_client);
+        assert_eq!(c.allowlist[1].to_string(), "192.0.2.1/32");
+        assert_eq!((c.widest_prefix_v4, c.widest_prefix_v6), (16, 48));
+        assert_eq!(c.reconcile_interval, Duration::from_secs(120));
+        for (bad, key) in [
+            ("verdict = \"reject\"", "verdict = \"accept\""),
+            (
+                "allowlist = [\"10.0.0.0/8\", ",
+                "allowlist = [\"10.0.0/33\", ",
+            ),
+            ("widest_prefix_v4 = 16", "widest_prefix_v4 = 0"),
+            ("widest_prefix_v6 = 48", "widest_prefix_v6 = 129"),
+            (
+                "reconcile_interval = \"2m\"",
+                "reconcile_interval = \"often\"",
+            ),
+        ] {
+            let e = parse(&fw.replace(bad, key)).expect_err(key);
+            let want = format!("firewall.{}", key.split(' ').next().unwrap_or_default());
+            assert_eq!(e.key, want, "{e}");
+        }
+        let long = fw.replace(
+            "[firewall]",
+            "[firewall]\ntable = \"a_very_long_prefix_for_ipset\"",
+        );
+        assert_eq!(parse(&long).expect_err("long").key, "firewall.table");
     }
 
     #[test]
