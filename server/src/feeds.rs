@@ -123,9 +123,7 @@ impl FeedConfig {
                 ),
                 None => None,
             };
-            let max_invalid_percent = f
-                .max_invalid_percent
-                .unwrap_or(DEFAULT_MAX_INVALID_PERCENT);
+            let max_invalid_percent = f.max_invalid_percent.unwrap_or(DEFAULT_MAX_INVALID_PERCENT);
             if max_invalid_percent > 100 {
                 return Err(err(
                     "feed.max_invalid_percent",
@@ -253,7 +251,9 @@ pub async fn schedule(
                     invalid_lines = r.invalid_lines,
                     "feed imported"
                 ),
-                Err(e) => warn!(source = %feed.source, error = %e, "feed not imported; its bans stay"),
+                Err(e) => {
+                    warn!(source = %feed.source, error = %e, "feed not imported; its bans stay")
+                }
             }
         }
     }
@@ -284,7 +284,10 @@ mod tests {
         assert_eq!(f[0].interval, DEFAULT_INTERVAL);
         assert_eq!(f[0].bantime, None);
         assert_eq!(f[0].max_invalid_percent, 10);
-        assert_eq!(f[1].source, FeedSource::File("/etc/fleetban/block.txt".into()));
+        assert_eq!(
+            f[1].source,
+            FeedSource::File("/etc/fleetban/block.txt".into())
+        );
         assert_eq!(f[1].bantime, Some(chrono::Duration::days(1)));
     }
 
@@ -298,8 +301,9 @@ mod tests {
         assert_eq!(e.key, "feed.interval");
         let e = check("[[feed]]\nname = \"a b\"\npath = \"/a\"\n").unwrap_err();
         assert_eq!(e.key, "feed.name");
-        let e = check("[[feed]]\nname = \"a\"\npath = \"/a\"\n[[feed]]\nname = \"a\"\npath = \"/b\"\n")
-            .unwrap_err();
+        let e =
+            check("[[feed]]\nname = \"a\"\npath = \"/a\"\n[[feed]]\nname = \"a\"\npath = \"/b\"\n")
+                .unwrap_err();
         assert!(e.message.contains("two feeds"), "{e}");
         let e = check("[[feed]]\nname = \"a\"\npath = \"/a\"\nmax_invalid_percent = 101\n")
             .unwrap_err();

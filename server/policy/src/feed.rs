@@ -132,7 +132,12 @@ mod tests {
         let (e, err) = parse("<html>\n<body>oops</body>\n192.0.2.1\n");
         assert!(matches!(
             assess(&e, &err, 10, false),
-            Err(FeedRefused::TooManyInvalid { invalid: 2, lines: 3, first_line: 1, .. })
+            Err(FeedRefused::TooManyInvalid {
+                invalid: 2,
+                lines: 3,
+                first_line: 1,
+                ..
+            })
         ));
         let many: String = (0..20).map(|i| format!("192.0.2.{i}\n")).collect();
         let (e, err) = parse(&format!("{many}junk\n"));
@@ -144,7 +149,11 @@ mod tests {
     #[test]
     fn diff_adds_new_and_revokes_gone() {
         let n = |s: &str| parse_entry(s).expect("net");
-        let current = [(1, n("192.0.2.1")), (2, n("192.0.2.2")), (3, n("192.0.2.1"))];
+        let current = [
+            (1, n("192.0.2.1")),
+            (2, n("192.0.2.2")),
+            (3, n("192.0.2.1")),
+        ];
         let (add, revoke) = diff(&current, &[n("192.0.2.1"), n("192.0.2.3")]);
         assert_eq!(add, vec![n("192.0.2.3")]);
         assert_eq!(revoke, vec![2, 3]);

@@ -242,7 +242,11 @@ impl Session {
         self.send(ServerMsg::PolicyUpdate(convert::policy(&p)))
             .await?;
         self.service.metrics().policy_updates_sent.inc();
-        debug!(version = p.version, jails = p.jails.len(), "jail policy sent");
+        debug!(
+            version = p.version,
+            jails = p.jails.len(),
+            "jail policy sent"
+        );
         Ok(())
     }
 

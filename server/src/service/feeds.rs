@@ -83,12 +83,9 @@ impl Service {
             Err(e) => return Err(self.feed_failed(cfg, e.to_string(), 0).await),
         };
         let (entries, errors) = feed::parse(&text);
-        if let Err(refused) = feed::assess(
-            &entries,
-            &errors,
-            cfg.max_invalid_percent,
-            cfg.allow_empty,
-        ) {
+        if let Err(refused) =
+            feed::assess(&entries, &errors, cfg.max_invalid_percent, cfg.allow_empty)
+        {
             return Err(self
                 .feed_failed(cfg, refused.to_string(), errors.len())
                 .await);
@@ -98,11 +95,12 @@ impl Service {
         }
         let now = self.clock.now();
         let policy = self.policy();
-        let (wanted, refused) = correlate::from_feed(&policy, &cfg.name, &entries, cfg.bantime, now);
+        let (wanted, refused) =
+            correlate::from_feed(&policy, &cfg.name, &entries, cfg.bantime, now);
         // A ban ending before the next two imports is replaced now, so a
         // listed entry stays banned without a gap.
-        let renew_before = now
-            + chrono::Duration::from_std(cfg.interval * 2).unwrap_or(chrono::Duration::MAX);
+        let renew_before =
+            now + chrono::Duration::from_std(cfg.interval * 2).unwrap_or(chrono::Duration::MAX);
         let targets: Vec<IpNet> = wanted.iter().map(|d| d.target).collect();
         let plan = |current: &[crate::store::Decision]| {
             let fresh: Vec<(i64, IpNet)> = current

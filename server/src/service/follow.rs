@@ -43,7 +43,9 @@ impl Service {
                 });
             }
             Ok(None) => {}
-            Err(e) => warn!(error = %e, "cannot listen for changes; reading versions every second only"),
+            Err(e) => {
+                warn!(error = %e, "cannot listen for changes; reading versions every second only")
+            }
         }
         let mut check = tokio::time::interval(CHECK_EVERY);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

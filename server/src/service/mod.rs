@@ -82,7 +82,10 @@ impl Service {
             .seed_policies(&seed.rules_toml, &seed.jails, clock.now())
             .await?
         {
-            info!(jail_rules = seed.jails.len(), "policies seeded from the configuration");
+            info!(
+                jail_rules = seed.jails.len(),
+                "policies seeded from the configuration"
+            );
         } else {
             info!("policies read from the database; [policy] in the configuration only seeds an empty database");
         }

@@ -135,4 +135,3 @@ impl Service {
         Ok(version)
     }
 }
-

@@ -224,11 +224,12 @@ async fn count_failures(
 }
 
 async fn count_bans(c: &mut PgConnection, target: IpNet) -> Result<u32, StoreError> {
-    let n: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM decisions WHERE kind = 'ban' AND target = $1::cidr")
-            .bind(target.to_string())
-            .fetch_one(c)
-            .await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM decisions WHERE kind = 'ban' AND target = $1::cidr",
+    )
+    .bind(target.to_string())
+    .fetch_one(c)
+    .await?;
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
@@ -287,7 +288,11 @@ impl Changes for PgChanges {
             match listener.try_recv().await {
                 Ok(Some(n)) => {
                     let Ok(version) = n.payload().parse::<u64>() else {
-                        tracing::warn!(channel = n.channel(), payload = n.payload(), "unexpected notification");
+                        tracing::warn!(
+                            channel = n.channel(),
+                            payload = n.payload(),
+                            "unexpected notification"
+                        );
                         continue;
                     };
                     return match n.channel() {

@@ -503,8 +503,14 @@ impl Store for SqliteStore {
         }
         for &id in &plan.revoke {
             out.push(
-                self.revoke_as(id, Origin::Feed, &creator, "no longer listed in the feed", now)
-                    .await?,
+                self.revoke_as(
+                    id,
+                    Origin::Feed,
+                    &creator,
+                    "no longer listed in the feed",
+                    now,
+                )
+                .await?,
             );
         }
         Ok(out)

@@ -321,7 +321,10 @@ pub(crate) async fn decide_records_under_facts(s: Arc<dyn Store>) {
         target,
         failures: Some((target.addr(), t(-10))),
         history: true,
-        prefix: Some((fleetban_proto::parse_target("192.0.2.0/24").expect("p"), t(-10))),
+        prefix: Some((
+            fleetban_proto::parse_target("192.0.2.0/24").expect("p"),
+            t(-10),
+        )),
     };
     let seen = std::sync::Mutex::new(Vec::new());
     let decide = |f: &Facts| {
@@ -359,7 +362,9 @@ pub(crate) async fn feeds_sync_and_report(s: Arc<dyn Store>) {
     let added = s.sync_feed("spam", t(0), &plan_a).await.expect("sync");
     assert_eq!(added.len(), 2);
     // Another feed's and others' bans are not the feed's.
-    s.record_decision(&ban("192.0.2.1", None), t(0)).await.expect("ban");
+    s.record_decision(&ban("192.0.2.1", None), t(0))
+        .await
+        .expect("ban");
     let seen = std::sync::Mutex::new(0);
     let revoke_first = |current: &[Decision]| {
         *seen.lock().expect("lock") = current.len();
@@ -368,7 +373,10 @@ pub(crate) async fn feeds_sync_and_report(s: Arc<dyn Store>) {
             revoke: vec![current[0].id],
         }
     };
-    let changed = s.sync_feed("spam", t(1), &revoke_first).await.expect("sync");
+    let changed = s
+        .sync_feed("spam", t(1), &revoke_first)
+        .await
+        .expect("sync");
     assert_eq!(*seen.lock().expect("lock"), 2);
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].kind, DecisionKind::Revoke);
@@ -425,7 +433,10 @@ pub(crate) async fn policies_are_seeded_once_and_versioned(s: Arc<dyn Store>) {
         .seed_policies("[policy.threshold]\n", &[], t(1))
         .await
         .expect("seed again"));
-    assert_eq!(s.fleet_rules().await.expect("rules").as_deref(), Some("[policy]\n"));
+    assert_eq!(
+        s.fleet_rules().await.expect("rules").as_deref(),
+        Some("[policy]\n")
+    );
     assert_eq!(s.policy_version().await.expect("version"), 1);
     assert_eq!(s.jail_rules().await.expect("rules"), vec![rule.clone()]);
     let web = JailRule {
@@ -445,14 +456,21 @@ pub(crate) async fn policies_are_seeded_once_and_versioned(s: Arc<dyn Store>) {
         vec![rule.clone(), again.clone()]
     );
     assert_eq!(
-        s.delete_jail_rule("web", "sshd", "op", t(4)).await.expect("delete"),
+        s.delete_jail_rule("web", "sshd", "op", t(4))
+            .await
+            .expect("delete"),
         4
     );
     assert!(matches!(
         s.delete_jail_rule("web", "sshd", "op", t(5)).await,
         Err(StoreError::NotFound(_))
     ));
-    assert_eq!(s.set_fleet_rules("[policy]\ngroup_scope = true\n", "op", t(6)).await.expect("set"), 5);
+    assert_eq!(
+        s.set_fleet_rules("[policy]\ngroup_scope = true\n", "op", t(6))
+            .await
+            .expect("set"),
+        5
+    );
     assert_eq!(s.policy_version().await.expect("version"), 5);
 }
 
