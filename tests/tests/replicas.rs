@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{append, failed_login, server_addrs, wait_until, Proc};
+use common::{append, failed_login, server_addrs, Proc};
 use fleetban_tests::bins::bin;
 
 /// A Postgres cluster of its own (this test stops it), deleted on drop.
