@@ -28,6 +28,9 @@ pub struct ServerFile {
     /// The fleet's correlation rules.
     #[serde(default)]
     pub policy: crate::policy_config::PolicyFile,
+    /// Block-list feeds (`[[feed]]`).
+    #[serde(default)]
+    pub feed: Vec<crate::feeds::FeedFile>,
 }
 
 /// What the server runs with, every default applied.
@@ -39,6 +42,10 @@ pub struct ServerConfig {
     pub grpc_listen: SocketAddr,
     pub event_retention: chrono::Duration,
     pub policy: fleetban_policy::Policy,
+    /// The policies that seed an empty database.
+    pub policy_seed: crate::policy_config::PolicySeed,
+    /// Block-list feeds imported on a schedule.
+    pub feeds: Vec<crate::feeds::FeedConfig>,
 }
 
 pub const DEFAULT_EVENT_RETENTION: &str = "30d";
@@ -77,9 +84,16 @@ impl ServerConfig {
             })?;
         let file_path = path.unwrap_or(Path::new("server.toml"));
         let mut file = file;
-        let policy = std::mem::take(&mut file.policy).into_policy(file_path, &source)?;
+        let seed = std::mem::take(&mut file.policy).into_seed(file_path, &source)?;
+        let feeds = crate::feeds::FeedConfig::check_all(
+            std::mem::take(&mut file.feed),
+            file_path,
+            &source,
+        )?;
         let mut config = Self::resolve(file, overrides, event_retention);
-        config.policy = policy;
+        config.policy = seed.policy.clone();
+        config.policy_seed = seed;
+        config.feeds = feeds;
         Ok(config)
     }
 
@@ -110,6 +124,12 @@ impl ServerConfig {
             database_url,
             event_retention,
             policy: fleetban_policy::Policy::default(),
+            policy_seed: crate::policy_config::PolicySeed {
+                policy: fleetban_policy::Policy::default(),
+                rules_toml: String::new(),
+                jails: Vec::new(),
+            },
+            feeds: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod feeds;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::metrics::Metrics;
-use crate::service::{Service, SystemClock};
+use crate::service::{Service, ServiceError, SystemClock};
 use crate::store::{Store, StoreError};
 
 /// The server stopped with an error.
@@ -29,6 +30,10 @@ use crate::store::{Store, StoreError};
 pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("cannot build the feeds' HTTP client: {0}")]
+    FeedClient(#[source] reqwest::Error),
     #[error("gRPC endpoint failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP endpoint failed: {0}")]
@@ -64,14 +69,23 @@ async fn housekeeping(service: Arc<Service>, retention: chrono::Duration, stop: 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub event_retention: chrono::Duration,
-    pub policy: fleetban_policy::Policy,
+    /// The policies that seed an empty database (a database that has
+    /// policies keeps its own).
+    pub policy: policy_config::PolicySeed,
+    /// Block-list feeds imported on a schedule.
+    pub feeds: Vec<feeds::FeedConfig>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             event_retention: chrono::Duration::days(30),
-            policy: fleetban_policy::Policy::default(),
+            policy: policy_config::PolicySeed {
+                policy: fleetban_policy::Policy::default(),
+                rules_toml: String::new(),
+                jails: Vec::new(),
+            },
+            feeds: Vec::new(),
         }
     }
 }
@@ -92,7 +106,12 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
     let service =
-        Arc::new(Service::new(store, Arc::new(SystemClock), metrics, options.policy).await?);
+        Arc::new(Service::new(store, Arc::new(SystemClock), metrics, &options.policy).await?);
+    let feed_client = if options.feeds.is_empty() {
+        None
+    } else {
+        Some(feeds::client().map_err(ServerError::FeedClient)?)
+    };
     let event_retention = options.event_retention;
     let stop = CancellationToken::new();
 
@@ -110,6 +129,17 @@ pub async fn run(
         .with_graceful_shutdown(stop.clone().cancelled_owned());
 
     tokio::spawn(housekeeping(service.clone(), event_retention, stop.clone()));
+    tokio::spawn(service.clone().follow(stop.clone()));
+    if let Some(client) = feed_client {
+        for feed in options.feeds {
+            tokio::spawn(feeds::schedule(
+                service.clone(),
+                client.clone(),
+                feed,
+                stop.clone(),
+            ));
+        }
+    }
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;

@@ -115,7 +115,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     );
     let options = fleetban_server::RunOptions {
         event_retention: config.event_retention,
-        policy: config.policy,
+        policy: config.policy_seed,
+        feeds: config.feeds,
     };
     fleetban_server::run(store, Listeners { http, grpc }, options, shutdown_signal()).await?;
     Ok(())

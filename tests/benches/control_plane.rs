@@ -69,6 +69,7 @@ async fn connect(
             version: "bench".into(),
             jails: vec!["sshd".into()],
             last_applied_version: 0,
+            ..Default::default()
         })),
     })
     .await?;
@@ -174,6 +175,7 @@ async fn propagation(grpc: &str, agents: usize) -> Result<()> {
                         time_ms: now_ms(),
                         duration_s: 3_600,
                         failures: 5,
+                        ..Default::default()
                     }],
                 })),
             })
