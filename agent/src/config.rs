@@ -69,7 +69,8 @@ struct AgentSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerSection {
-    /// The server's gRPC endpoint, `http://HOST:PORT`.
+    /// The server's gRPC endpoint, `https://HOST:PORT` (`http://` only for
+    /// a plaintext development server on this host).
     url: String,
 }
 
@@ -178,6 +179,23 @@ pub struct SourceSettings {
     pub start: Start,
 }
 
+/// Whether `url` is `http://` to a loopback host (plaintext development).
+fn plaintext_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Default `[agent] state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleetban/agent";
 
@@ -229,10 +247,13 @@ impl AgentConfig {
         }
         let server_url = match file.server {
             Some(s) => {
-                if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+                if !(s.url.starts_with("https://") || plaintext_loopback(&s.url)) {
                     return Err(err(
                         "server.url",
-                        format!("{:?}: expected http://HOST:PORT", s.url),
+                        format!(
+                            "{:?}: expected https://HOST:PORT (http:// only for a server on this host)",
+                            s.url
+                        ),
                     ));
                 }
                 Some(s.url)
@@ -620,6 +641,19 @@ failregex = ["<HOST>"]
         assert_eq!((e.key.as_str(), e.line), ("firewall.backend", 9));
         let e = parse(&GOOD.replace("http://127", "grpc://127")).expect_err("bad url");
         assert_eq!(e.key, "server.url");
+        // Plaintext only to this host.
+        let e =
+            parse(&GOOD.replace("http://127.0.0.1", "http://198.18.1.1")).expect_err("plaintext");
+        assert_eq!(e.key, "server.url");
+        assert!(e.to_string().contains("https://"), "{e}");
+        for ok in [
+            "https://198.18.1.1:50051",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+        ] {
+            let c = parse(&GOOD.replace("http://127.0.0.1:50051", ok)).expect(ok);
+            assert_eq!(c.server_url.as_deref(), Some(ok));
+        }
         let e = parse(&GOOD.replace("id = \"web-1\"", "id = \"web 1\"")).expect_err("bad id");
         assert_eq!(e.key, "agent.id");
         let e = parse(&GOOD.replace("maxretry = 3", "maxretry = \"three\"")).expect_err("bad type");

@@ -7,9 +7,11 @@ pub mod blocklist;
 pub mod config;
 pub mod detect;
 pub mod enforce;
+pub mod enroll;
 pub mod fail2ban_import;
 pub mod firewall;
 pub mod fsfiles;
+pub mod identity;
 pub mod link;
 pub mod metrics;
 pub mod resolve;
@@ -90,6 +92,7 @@ pub async fn run(
     let link = config.server_url.clone().map(|url| {
         let link = Link {
             url,
+            state_dir: config.state_dir.clone(),
             hello: pb::Hello {
                 agent_id: config.agent_id.clone(),
                 hostname: hostname::get()

@@ -17,7 +17,6 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::enforce::EnforceCmd;
@@ -41,6 +40,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub struct Link {
     pub url: String,
+    /// Where the agent's credential is (`identity/`).
+    pub state_dir: std::path::PathBuf,
     pub hello: pb::Hello,
     pub reports: mpsc::Receiver<Report>,
     pub enforce: mpsc::Sender<EnforceCmd>,
@@ -152,14 +153,14 @@ impl Link {
         stop: &CancellationToken,
         backoff: &mut Duration,
     ) -> End {
-        let endpoint = match Endpoint::from_shared(self.url.clone()) {
+        let endpoint = match crate::identity::endpoint(&self.url, &self.state_dir) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_keepalive(Some(Duration::from_secs(30)))
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5))
                 .keep_alive_while_idle(true),
-            Err(e) => return End::Lost(format!("invalid server URL: {e}")),
+            Err(e) => return End::Lost(e.to_string()),
         };
         let channel = tokio::select! {
             c = endpoint.connect() => match c {
@@ -306,7 +307,7 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -322,6 +323,7 @@ fn code_name(c: tonic::Code) -> &'static str {
         tonic::Code::Unavailable => "unavailable",
         tonic::Code::PermissionDenied => "permission denied",
         tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::Unauthenticated => "unauthenticated",
         _ => "error",
     }
 }

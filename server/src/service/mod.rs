@@ -2,6 +2,7 @@
 //! events and local bans, and receive the block list.
 
 mod blocklist;
+pub mod identity;
 
 use std::sync::Arc;
 

@@ -385,3 +385,5 @@ impl Store for PgStore {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 }
+
+mod identity;

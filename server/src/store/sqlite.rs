@@ -394,3 +394,5 @@ impl Store for SqliteStore {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 }
+
+mod identity;
