@@ -169,14 +169,20 @@ pub fn create_token(db: &[&std::ffi::OsStr], extra: &[&str]) -> String {
 
 /// Enrolls the agent of `config` with the server at `grpc` (`host:port`)
 /// using `token`; `agent` is the agent binary's command (in a namespace if
-/// need be). Returns `(success, output)`.
-pub fn try_enroll(mut agent: Command, config: &Path, grpc: &str, token: &str) -> (bool, String) {
-    agent.arg("enroll").arg("--config").arg(config).args([
-        "--server",
-        &format!("https://{grpc}"),
-        "--token",
-        token,
-    ]);
+/// need be), with `extra` flags of `enroll`. Returns `(success, output)`.
+pub fn try_enroll(
+    mut agent: Command,
+    config: &Path,
+    grpc: &str,
+    token: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    agent
+        .arg("enroll")
+        .arg("--config")
+        .arg(config)
+        .args(["--server", &format!("https://{grpc}"), "--token", token])
+        .args(extra);
     let (ok, out, err) = run(&mut agent);
     (ok, format!("{out}{err}"))
 }
@@ -185,7 +191,7 @@ pub fn try_enroll(mut agent: Command, config: &Path, grpc: &str, token: &str) ->
 /// enrolls the agent of `config` with it; panics if either fails.
 pub fn enroll(db: &[&std::ffi::OsStr], agent: Command, config: &Path, grpc: &str) {
     let token = create_token(db, &[]);
-    let (ok, out) = try_enroll(agent, config, grpc, &token);
+    let (ok, out) = try_enroll(agent, config, grpc, &token, &[]);
     assert!(ok, "enrollment of {} failed:\n{out}", config.display());
     assert!(out.contains("enrolled as agent"), "{out}");
 }
