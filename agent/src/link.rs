@@ -176,7 +176,7 @@ impl Link {
         let _ = out.send(msg(AgentMsg::Hello(hello))).await;
         let mut inbound = match client.connect(ReceiverStream::new(out_rx)).await {
             Ok(r) => r.into_inner(),
-            Err(s) => return End::Lost(format!("refused: {}", s.message())),
+            Err(s) => return End::Lost(refusal(&s)),
         };
         // Everything not yet acknowledged goes again, oldest first.
         pending.seal();
@@ -283,6 +283,19 @@ impl Link {
             }
         }
         None
+    }
+}
+
+/// Why the server refused the stream, with a hint when TLS itself failed.
+fn refusal(s: &tonic::Status) -> String {
+    if s.code() != tonic::Code::Unknown {
+        return format!("refused: {}", s.message());
+    }
+    let chain = source_chain(s);
+    if chain.contains("fatal alert") {
+        format!("refused: {chain} (the server does not accept this agent's certificate: was it enrolled with this server?)")
+    } else {
+        format!("refused: {chain}")
     }
 }
 
