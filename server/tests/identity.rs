@@ -170,7 +170,7 @@ async fn streams_need_an_enrolled_certificate_of_their_own_agent() {
     );
 
     // Its certificate cannot speak for another agent.
-    let e = open_stream(ch, "web-2").await.err().expect("refused");
+    let e = open_stream(ch, "web-2").await.expect_err("refused");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("belongs to agent \"web-1\""), "{e:?}");
 
@@ -178,8 +178,7 @@ async fn streams_need_an_enrolled_certificate_of_their_own_agent() {
     let bare = channel(&f, None).await.expect("channel");
     let e = open_stream(bare.clone(), "web-1")
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert!(e.message().contains("no client certificate"), "{e:?}");
 
@@ -189,10 +188,7 @@ async fn streams_need_an_enrolled_certificate_of_their_own_agent() {
     let foreign = other.sign_agent("web-1", &csr_pem).expect("sign");
     let refused = match channel(&f, Some((&foreign.pem, &other_key))).await {
         Err(e) => e,
-        Ok(ch) => format!(
-            "{:?}",
-            open_stream(ch, "web-1").await.err().expect("refused")
-        ),
+        Ok(ch) => format!("{:?}", open_stream(ch, "web-1").await.expect_err("refused")),
     };
     // The server rejects the certificate during the handshake (a fatal
     // alert), before any rpc.
@@ -215,8 +211,7 @@ async fn streams_need_an_enrolled_certificate_of_their_own_agent() {
             hostname: String::new(),
         })
         .await
-        .err()
-        .expect("bad csr");
+        .expect_err("bad csr");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("certificate signing request"), "{e:?}");
     let e = client
@@ -227,8 +222,7 @@ async fn streams_need_an_enrolled_certificate_of_their_own_agent() {
             hostname: String::new(),
         })
         .await
-        .err()
-        .expect("bad id");
+        .expect_err("bad id");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let e = client
         .enroll(EnrollRequest {
@@ -238,8 +232,7 @@ async fn streams_need_an_enrolled_certificate_of_their_own_agent() {
             hostname: String::new(),
         })
         .await
-        .err()
-        .expect("taken");
+        .expect_err("taken");
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
     let e = client
         .enroll(EnrollRequest {
@@ -249,8 +242,7 @@ async fn streams_need_an_enrolled_certificate_of_their_own_agent() {
             hostname: String::new(),
         })
         .await
-        .err()
-        .expect("malformed token");
+        .expect_err("malformed token");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     f.stop.cancel();
 }
@@ -277,12 +269,11 @@ async fn a_revoked_agent_is_cut_off_at_once_and_refused_after() {
     f.ids.revoke_agent("web-1").await.expect("revoke");
     let e = next(&mut s)
         .await
-        .err()
-        .expect("the stream ends with an error");
+        .expect_err("the stream ends with an error");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("agent \"web-1\" is revoked"), "{e:?}");
 
-    let e = open_stream(ch, "web-1").await.err().expect("refused");
+    let e = open_stream(ch, "web-1").await.expect_err("refused");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("is revoked"), "{e:?}");
 
@@ -291,7 +282,7 @@ async fn a_revoked_agent_is_cut_off_at_once_and_refused_after() {
         .revoke_agent("web-1")
         .await
         .expect("revoking twice is harmless");
-    let e = f.ids.revoke_agent("web-9").await.err().expect("unknown");
+    let e = f.ids.revoke_agent("web-9").await.expect_err("unknown");
     assert!(e.to_string().contains("not enrolled"), "{e}");
     _tx2.send(AgentMessage {
         msg: Some(AgentMsg::Events(EventBatch {
