@@ -199,3 +199,122 @@ async fn agents_enroll_connect_and_are_cut_off_when_revoked() {
     b.stop();
     server.stop();
 }
+
+/// An operator's own CA, made with openssl: the server signs with it, tokens
+/// carry its fingerprint, and an agent enrolled with it connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_ca_from_files_is_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Example Ops CA",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .expect("openssl (Debian's openssl package) is needed for this test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&ca)
+        .output()
+        .expect("openssl");
+    // "sha256 Fingerprint=AB:CD:…"
+    let fingerprint = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .expect("fingerprint")
+        .replace(':', "")
+        .to_lowercase();
+    assert_eq!(fingerprint.len(), 64, "{fingerprint}");
+
+    let cfg = dir.path().join("server.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\n[tls]\nca_cert = \"{}\"\nca_key = \"{}\"\n",
+            dir.path().join("data").display(),
+            ca.display(),
+            key.display()
+        ),
+    )
+    .expect("server.toml");
+    let server_db: [&OsStr; 2] = ["--config".as_ref(), cfg.as_os_str()];
+    let mut server = Proc::spawn("server", dir.path(), {
+        let mut c = Command::new(bin("fleetban-server"));
+        c.args(["serve", "--config"]).arg(&cfg);
+        c
+    });
+    let (_, grpc) = server_addrs(&mut server);
+    assert!(
+        std::fs::read_to_string(&server.stdout)
+            .expect("stdout")
+            .contains(&format!("CA fingerprint: sha256:{fingerprint}")),
+        "{}",
+        server.output()
+    );
+    let token = create_token(&server_db, &[]);
+    assert!(token.ends_with(&fingerprint), "{token}");
+    let log = dir.path().join("a.log");
+    let agent_cfg = agent_config(dir.path(), "ops-1", Some(&grpc), "log", &log);
+    let (ok, out) = try_enroll(agent_cmd(), &agent_cfg, &grpc, &token, &[]);
+    assert!(ok, "{out}");
+    let mut agent = run_agent(dir.path(), "ops-1", &agent_cfg);
+    agent.wait_for("connected to server", 1, Duration::from_secs(30));
+    agent.stop();
+    server.stop();
+
+    // A key that does not belong to the certificate is refused at start.
+    let other = dir.path().join("other.key");
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&other)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .expect("cfg")
+            .replace(&key.display().to_string(), &other.display().to_string()),
+    )
+    .expect("rewrite");
+    let out = Command::new(bin("fleetban-server"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the private key does not belong to the certificate"),
+        "{err}"
+    );
+}

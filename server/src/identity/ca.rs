@@ -106,6 +106,18 @@ impl Authority {
                 der.tag()
             )));
         }
+        let (_, cert) = x509_parser::parse_x509_certificate(der.contents())
+            .map_err(|e| IdentityError::BadCa(format!("certificate: {e}")))?;
+        if !cert.is_ca() {
+            return Err(IdentityError::BadCa(
+                "the certificate is not a CA certificate (basicConstraints CA:TRUE)".into(),
+            ));
+        }
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(IdentityError::BadCa(
+                "the private key does not belong to the certificate".into(),
+            ));
+        }
         let fingerprint = sha256_hex(der.contents());
         let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, key)
             .map_err(|e| IdentityError::BadCa(format!("certificate: {e}")))?;
@@ -251,13 +263,38 @@ mod tests {
             ca.sign_agent("a", &tampered),
             Err(IdentityError::BadCsr(_))
         ));
-        let broken = StoredCa {
-            cert_pem: "garbage".into(),
-            key_pem: Authority::generate().expect("ca").key_pem,
+        let (one, two) = (
+            Authority::generate().expect("ca"),
+            Authority::generate().expect("ca"),
+        );
+        let refused = |ca: StoredCa| match Authority::load(&ca) {
+            Err(IdentityError::BadCa(m)) => m,
+            other => panic!("expected BadCa, got {other:?}"),
         };
-        assert!(matches!(
-            Authority::load(&broken),
-            Err(IdentityError::BadCa(_))
-        ));
+        let m = refused(StoredCa {
+            cert_pem: "garbage".into(),
+            key_pem: one.key_pem.clone(),
+        });
+        assert!(m.contains("certificate"), "{m}");
+        let m = refused(StoredCa {
+            cert_pem: one.cert_pem.clone(),
+            key_pem: two.key_pem.clone(),
+        });
+        assert!(m.contains("does not belong"), "{m}");
+        let m = refused(StoredCa {
+            cert_pem: one.cert_pem.clone(),
+            key_pem: "garbage".into(),
+        });
+        assert!(m.contains("private key"), "{m}");
+        // A leaf certificate is no CA.
+        let key = KeyPair::generate().expect("key");
+        let leaf = CertificateParams::default()
+            .self_signed(&key)
+            .expect("leaf");
+        let m = refused(StoredCa {
+            cert_pem: leaf.pem(),
+            key_pem: key.serialize_pem(),
+        });
+        assert!(m.contains("not a CA"), "{m}");
     }
 }
