@@ -88,10 +88,20 @@ enum TokenCommand {
         #[command(flatten)]
         db: Database,
     },
+    /// List tokens: id, group, uses, expiry (never their secret).
+    List {
+        #[command(flatten)]
+        db: Database,
+    },
 }
 
 #[derive(Subcommand)]
 enum AgentCommand {
+    /// List enrolled agents: id, group, enrollment, revocation.
+    List {
+        #[command(flatten)]
+        db: Database,
+    },
     /// Revoke an agent: its stream is closed within a second and it is
     /// refused from then on (until enrolled again with a new token).
     Revoke {
@@ -169,6 +179,57 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 t.group.as_deref().unwrap_or("(none)"),
                 t.token.ca_fingerprint
             );
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::List { db },
+        } => {
+            let (_, store) = open(db).await?;
+            let now = chrono::Utc::now();
+            println!(
+                "{:<14} {:<16} {:>9}  {:<20}  state",
+                "TOKEN", "GROUP", "USES", "EXPIRES"
+            );
+            for t in store.tokens().await? {
+                let state = if t.uses >= t.max_uses {
+                    "used up"
+                } else if t.expires_at <= now {
+                    "expired"
+                } else {
+                    "valid"
+                };
+                println!(
+                    "{:<14} {:<16} {:>9}  {:<20}  {state}",
+                    t.id,
+                    t.group.as_deref().unwrap_or("-"),
+                    format!("{}/{}", t.uses, t.max_uses),
+                    t.expires_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                );
+            }
+            Ok(())
+        }
+        Command::Agent {
+            command: AgentCommand::List { db },
+        } => {
+            let (_, store) = open(db).await?;
+            println!(
+                "{:<32} {:<16} {:<20}  {:<20}  TOKEN",
+                "AGENT", "GROUP", "ENROLLED", "REVOKED"
+            );
+            let time = |t: chrono::DateTime<chrono::Utc>| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            };
+            for e in store.enrollments().await? {
+                println!(
+                    "{:<32} {:<16} {:<20}  {:<20}  {}",
+                    e.agent_id,
+                    e.group.as_deref().unwrap_or("-"),
+                    time(e.enrolled_at),
+                    e.revoked_at.map(time).unwrap_or_else(|| "-".into()),
+                    e.token_id
+                );
+            }
             Ok(())
         }
         Command::Agent {

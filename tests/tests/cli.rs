@@ -226,6 +226,16 @@ fn identity_commands_refuse_bad_input_clearly() {
         out.contains("3 use(s)") && out.contains("group web"),
         "{out}"
     );
+    let (ok, out) = server(&["token", "list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("web") && out.contains("0/3") && out.contains("valid"),
+        "{out}"
+    );
+    assert!(!out.contains("fbt1_"), "no secret listed: {out}");
+    let (ok, out) = server(&["agent", "list"]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("AGENT"), "{out}");
     let (ok, out) = server(&["agent", "revoke", "nobody"]);
     assert!(!ok, "{out}");
     assert!(out.contains("agent \"nobody\" is not enrolled"), "{out}");

@@ -179,6 +179,24 @@ async fn agents_enroll_connect_and_are_cut_off_when_revoked() {
     assert!(b.is_running());
     assert!(!b.output().contains("is revoked"), "{}", b.output());
 
+    let out = Command::new(bin("fleetban-server"))
+        .args(["agent", "list"])
+        .args(db)
+        .output()
+        .expect("list");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let row = |id: &str| {
+        listing
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not listed:\n{listing}"))
+            .to_owned()
+    };
+    assert!(row("host-a ").contains(" web "), "{listing}");
+    // Enrolled and revoked times for A; B has no revocation.
+    assert_eq!(row("host-a ").matches("Z ").count(), 2, "{listing}");
+    assert_eq!(row("host-b ").matches("Z ").count(), 1, "{listing}");
+
     // Revoking an agent that never enrolled says so.
     let out = Command::new(bin("fleetban-server"))
         .args(["agent", "revoke", "host-z"])

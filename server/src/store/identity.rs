@@ -59,6 +59,17 @@ pub struct Enrollment {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub group: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub max_uses: u32,
+    pub uses: u32,
+}
+
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
     /// The fleet's CA, if one was created.
@@ -90,4 +101,8 @@ pub trait IdentityStore: Send + Sync {
     ) -> Result<Enrollment, StoreError>;
     /// Ids of every revoked agent.
     async fn revoked_agents(&self) -> Result<Vec<String>, StoreError>;
+    /// Every enrollment, by agent id.
+    async fn enrollments(&self) -> Result<Vec<Enrollment>, StoreError>;
+    /// Every token, newest first.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
 }

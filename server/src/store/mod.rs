@@ -16,7 +16,9 @@ use fleetban_policy::{NewDecision, Origin};
 use ipnet::IpNet;
 use uuid::Uuid;
 
-pub use identity::{Enrollment, IdentityStore, NewEnrollment, NewToken, Refusal, StoredCa};
+pub use identity::{
+    Enrollment, IdentityStore, NewEnrollment, NewToken, Refusal, StoredCa, TokenRecord,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

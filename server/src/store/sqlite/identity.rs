@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::{ms, time, SqliteStore};
 use crate::store::identity::{
-    Enrollment, IdentityStore, NewEnrollment, NewToken, Refusal, StoredCa,
+    Enrollment, IdentityStore, NewEnrollment, NewToken, Refusal, StoredCa, TokenRecord,
 };
 use crate::store::StoreError;
 
@@ -177,5 +177,41 @@ impl IdentityStore for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    async fn enrollments(&self) -> Result<Vec<Enrollment>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {ENROLLMENT_COLUMNS} FROM enrollments ORDER BY agent_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(enrollment)
+        .collect()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, agent_group, created_at, expires_at, max_uses, uses FROM enrollment_tokens
+             ORDER BY created_at DESC, id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let count = |c: &str| -> Result<u32, StoreError> {
+                let n: i32 = r.try_get(c)?;
+                u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("token {c} {n}")))
+            };
+            Ok(TokenRecord {
+                id: r.try_get("id")?,
+                group: r.try_get("agent_group")?,
+                created_at: time(r.try_get("created_at")?)?,
+                expires_at: time(r.try_get("expires_at")?)?,
+                max_uses: count("max_uses")?,
+                uses: count("uses")?,
+            })
+        })
+        .collect()
     }
 }

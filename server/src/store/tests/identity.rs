@@ -93,6 +93,15 @@ pub(crate) async fn tokens_are_used_up_and_expire(s: Arc<dyn Store>) {
         Refusal::UnknownToken
     );
     assert_eq!(s.credential("cert-c").await.expect("lookup"), None);
+    let tokens = s.tokens().await.expect("tokens");
+    assert_eq!(
+        tokens
+            .iter()
+            .map(|t| (t.id.as_str(), t.uses, t.max_uses, t.expires_at))
+            .collect::<Vec<_>>(),
+        vec![("old", 0, 5, t(10)), ("two", 2, 2, t(100))],
+        "refusals use nothing"
+    );
     assert_eq!(
         s.credential("cert-a")
             .await
@@ -154,4 +163,9 @@ pub(crate) async fn revoked_agents_may_enroll_again(s: Arc<dyn Store>) {
         refusal(s.enroll(&enrollment("many", "z", "cz"), t(6)).await),
         Refusal::UsedUpToken("many".into())
     );
+    let listed = s.enrollments().await.expect("enrollments");
+    assert_eq!(listed.len(), 9);
+    assert_eq!(listed[0].agent_id, "a");
+    assert_eq!(listed[0].cert_sha256, "cert-a2");
+    assert_eq!(listed[0].enrolled_at, t(5));
 }
