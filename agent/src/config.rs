@@ -76,7 +76,8 @@ struct AgentSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerSection {
-    /// The server's gRPC endpoint, `http://HOST:PORT`, or a list of the
+    /// The server's gRPC endpoint, `https://HOST:PORT` (`http://` only for
+    /// a plaintext development server on this host), or a list of the
     /// endpoints of several server replicas, tried in turn.
     url: ServerUrls,
 }
@@ -264,6 +265,23 @@ pub struct SourceSettings {
     pub start: Start,
 }
 
+/// Whether `url` is `http://` to a loopback host (plaintext development).
+fn plaintext_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Default `[agent] state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleetban/agent";
 
@@ -325,7 +343,7 @@ impl AgentConfig {
                 if list.is_empty() {
                     return Err(err(
                         "server.url",
-                        "an empty list: expected at least one http://HOST:PORT".into(),
+                        "an empty list: expected at least one https://HOST:PORT".into(),
                     ));
                 }
                 list
@@ -333,10 +351,12 @@ impl AgentConfig {
             None => Vec::new(),
         };
         for u in &server_urls {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
+            if !(u.starts_with("https://") || plaintext_loopback(u)) {
                 return Err(err(
                     "server.url",
-                    format!("{u:?}: expected http://HOST:PORT"),
+                    format!(
+                        "{u:?}: expected https://HOST:PORT (http:// only for a server on this host)"
+                    ),
                 ));
             }
         }
@@ -766,23 +786,23 @@ failregex = ["<HOST>"]
             &GOOD
                 .replace(
                     "url = \"http://127.0.0.1:50051\"",
-                    "url = [\"http://10.0.0.1:50051\", \"http://10.0.0.2:50051\"]",
+                    "url = [\"https://10.0.0.1:50051\", \"https://10.0.0.2:50051\"]",
                 )
                 .replace("id = \"web-1\"", "id = \"web-1\"\ngroup = \"web\""),
         )
         .expect("loads");
         assert_eq!(
             c.server_urls,
-            ["http://10.0.0.1:50051", "http://10.0.0.2:50051"]
+            ["https://10.0.0.1:50051", "https://10.0.0.2:50051"]
         );
-        assert_eq!(c.server_url.as_deref(), Some("http://10.0.0.1:50051"));
+        assert_eq!(c.server_url.as_deref(), Some("https://10.0.0.1:50051"));
         assert_eq!(c.group, "web");
         let e = parse(&GOOD.replace("url = \"http://127.0.0.1:50051\"", "url = []"))
             .expect_err("empty list");
         assert_eq!((e.key.as_str(), e.line), ("server.url", 6));
         let e = parse(&GOOD.replace(
             "url = \"http://127.0.0.1:50051\"",
-            "url = [\"http://a:1\", \"b:2\"]",
+            "url = [\"https://a:1\", \"b:2\"]",
         ))
         .expect_err("bad second url");
         assert!(e.message.contains("\"b:2\""), "{e}");
@@ -832,6 +852,19 @@ failregex = ["<HOST>"]
         assert_eq!((e.key.as_str(), e.line), ("firewall.backend", 9));
         let e = parse(&GOOD.replace("http://127", "grpc://127")).expect_err("bad url");
         assert_eq!(e.key, "server.url");
+        // Plaintext only to this host.
+        let e =
+            parse(&GOOD.replace("http://127.0.0.1", "http://198.18.1.1")).expect_err("plaintext");
+        assert_eq!(e.key, "server.url");
+        assert!(e.to_string().contains("https://"), "{e}");
+        for ok in [
+            "https://198.18.1.1:50051",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+        ] {
+            let c = parse(&GOOD.replace("http://127.0.0.1:50051", ok)).expect(ok);
+            assert_eq!(c.server_url.as_deref(), Some(ok));
+        }
         let e = parse(&GOOD.replace("id = \"web-1\"", "id = \"web 1\"")).expect_err("bad id");
         assert_eq!(e.key, "agent.id");
         let e = parse(&GOOD.replace("maxretry = 3", "maxretry = \"three\"")).expect_err("bad type");

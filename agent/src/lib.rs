@@ -8,10 +8,12 @@ pub mod config;
 pub mod control;
 pub mod detect;
 pub mod enforce;
+pub mod enroll;
 pub mod fail2ban_import;
 pub mod firewall;
 pub mod fsfiles;
 pub mod guard;
+pub mod identity;
 pub mod link;
 pub mod metrics;
 pub mod ranges;
@@ -112,6 +114,7 @@ pub async fn run(
         let link = Link {
             urls: config.server_urls.clone(),
             policy: policy_tx,
+            state_dir: config.state_dir.clone(),
             hello: pb::Hello {
                 agent_id: config.agent_id.clone(),
                 hostname: hostname::get()

@@ -18,7 +18,6 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::detect::JailOverride;
@@ -46,6 +45,8 @@ pub struct Link {
     pub urls: Vec<String>,
     /// Jail policies pushed by the server, for detection to apply.
     pub policy: mpsc::Sender<Vec<JailOverride>>,
+    /// Where the agent's credential is (`identity/`).
+    pub state_dir: std::path::PathBuf,
     pub hello: pb::Hello,
     pub reports: mpsc::Receiver<Report>,
     pub enforce: mpsc::Sender<EnforceCmd>,
@@ -163,14 +164,14 @@ impl Link {
         stop: &CancellationToken,
         backoff: &mut Duration,
     ) -> End {
-        let endpoint = match Endpoint::from_shared(url.to_owned()) {
+        let endpoint = match crate::identity::endpoint(url, &self.state_dir) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_keepalive(Some(Duration::from_secs(30)))
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5))
                 .keep_alive_while_idle(true),
-            Err(e) => return End::Lost(format!("invalid server URL: {e}")),
+            Err(e) => return End::Lost(e.to_string()),
         };
         let channel = tokio::select! {
             c = endpoint.connect() => match c {
@@ -186,7 +187,7 @@ impl Link {
         let _ = out.send(msg(AgentMsg::Hello(hello))).await;
         let mut inbound = match client.connect(ReceiverStream::new(out_rx)).await {
             Ok(r) => r.into_inner(),
-            Err(s) => return End::Lost(format!("refused: {}", s.message())),
+            Err(s) => return End::Lost(refusal(&s)),
         };
         // Everything not yet acknowledged goes again, oldest first.
         pending.seal();
@@ -318,6 +319,19 @@ fn overrides(p: pb::PolicyUpdate) -> Vec<JailOverride> {
         .collect()
 }
 
+/// Why the server refused the stream, with a hint when TLS itself failed.
+fn refusal(s: &tonic::Status) -> String {
+    if s.code() != tonic::Code::Unknown {
+        return format!("refused: {}", s.message());
+    }
+    let chain = source_chain(s);
+    if chain.contains("fatal alert") {
+        format!("refused: {chain} (the server does not accept this agent's certificate: was it enrolled with this server?)")
+    } else {
+        format!("refused: {chain}")
+    }
+}
+
 fn msg(m: AgentMsg) -> AgentMessage {
     AgentMessage { msg: Some(m) }
 }
@@ -339,7 +353,7 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -355,6 +369,7 @@ fn code_name(c: tonic::Code) -> &'static str {
         tonic::Code::Unavailable => "unavailable",
         tonic::Code::PermissionDenied => "permission denied",
         tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::Unauthenticated => "unauthenticated",
         _ => "error",
     }
 }

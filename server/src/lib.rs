@@ -8,6 +8,7 @@ pub mod config;
 pub mod feeds;
 pub mod grpc;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod policy_config;
 pub mod service;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::metrics::Metrics;
+use crate::service::identity::Identities;
 use crate::service::{Service, ServiceError, SystemClock};
 use crate::store::{Store, StoreError};
 
@@ -66,7 +68,7 @@ async fn housekeeping(service: Arc<Service>, retention: chrono::Duration, stop: 
 }
 
 /// How the server runs, beyond its sockets.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     pub event_retention: chrono::Duration,
     /// The policies that seed an empty database (a database that has
@@ -74,6 +76,16 @@ pub struct RunOptions {
     pub policy: policy_config::PolicySeed,
     /// Block-list feeds imported on a schedule.
     pub feeds: Vec<feeds::FeedConfig>,
+    /// TLS and agent certificates on the gRPC port; `None`: plaintext, and
+    /// agents are who their Hello says (development on loopback only).
+    pub tls: Option<GrpcTls>,
+}
+
+/// The gRPC port's TLS, and the CA that signs agents' certificates.
+#[derive(Clone)]
+pub struct GrpcTls {
+    pub config: tonic::transport::ServerTlsConfig,
+    pub authority: Arc<identity::Authority>,
 }
 
 impl Default for RunOptions {
@@ -86,6 +98,23 @@ impl Default for RunOptions {
                 jails: Vec::new(),
             },
             feeds: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
+/// Once a second, reads revocations made by the command line or another
+/// replica, so their streams here end too.
+async fn watch_revocations(identities: Arc<Identities>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(e) = identities.refresh_revocations().await {
+            tracing::warn!(error = %e, "cannot read revocations");
         }
     }
 }
@@ -105,6 +134,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
+    let identities = Arc::new(
+        Identities::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            options.tls.as_ref().map(|t| t.authority.clone()),
+        )
+        .await?,
+    );
     let service =
         Arc::new(Service::new(store, Arc::new(SystemClock), metrics, &options.policy).await?);
     let feed_client = if options.feeds.is_empty() {
@@ -115,11 +152,18 @@ pub async fn run(
     let event_retention = options.event_retention;
     let stop = CancellationToken::new();
 
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls.config)?;
+    }
+    let grpc = builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .add_service(grpc::AgentServiceServer::new(grpc::AgentEndpoint::new(
-            service.clone(),
-            stop.clone(),
+        .add_service(grpc::AgentServiceServer::new(
+            grpc::AgentEndpoint::new(service.clone(), stop.clone())
+                .with_identities(identities.clone()),
+        ))
+        .add_service(grpc::EnrollServiceServer::new(grpc::EnrollEndpoint::new(
+            identities.clone(),
         )))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
@@ -140,6 +184,7 @@ pub async fn run(
             ));
         }
     }
+    tokio::spawn(watch_revocations(identities, stop.clone()));
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;

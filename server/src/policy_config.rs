@@ -64,7 +64,7 @@ fn yes() -> bool {
 
 /// The policy a server starts with: the correlation rules, checked, their
 /// TOML for the database, and the jail rules.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicySeed {
     pub policy: Policy,
     /// The rules as stored in the database (a `[policy]` section).

@@ -1,6 +1,9 @@
 //! The agents' gRPC endpoint: one `Connect` stream per agent.
 
 mod convert;
+mod enroll;
+
+pub use enroll::{auth_status, EnrollEndpoint, EnrollServiceServer};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,12 +14,15 @@ use fleetban_proto::pb::agent_service_server::AgentService;
 use fleetban_proto::pb::server_message::Msg as ServerMsg;
 use fleetban_proto::pb::{self, AgentMessage, ServerMessage};
 use futures::Stream;
-use tokio::sync::mpsc;
+use std::collections::HashSet;
+
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::service::identity::{AuthError, Identities};
 use crate::service::{Service, ServiceError};
 use crate::store::{AgentInfo, StoreError};
 
@@ -34,11 +40,45 @@ pub struct AgentEndpoint {
     service: Arc<Service>,
     /// Cancelled when the server stops: every session ends.
     stop: CancellationToken,
+    /// Who may connect; `None`: anyone, as the id its Hello names.
+    identities: Option<Arc<Identities>>,
 }
 
 impl AgentEndpoint {
     pub fn new(service: Arc<Service>, stop: CancellationToken) -> Self {
-        AgentEndpoint { service, stop }
+        AgentEndpoint {
+            service,
+            stop,
+            identities: None,
+        }
+    }
+
+    /// Streams are authenticated by `identities` (when it requires
+    /// certificates), and end when their agent is revoked.
+    pub fn with_identities(mut self, identities: Arc<Identities>) -> Self {
+        self.identities = Some(identities);
+        self
+    }
+
+    /// The agent a stream's client certificate belongs to, if streams are
+    /// authenticated.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
+        let Some(ids) = self
+            .identities
+            .as_ref()
+            .filter(|i| i.requires_certificates())
+        else {
+            return Ok(None);
+        };
+        let certs = request.peer_certs();
+        let leaf = certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
+        match ids.authenticate(leaf).await {
+            Ok(agent) => Ok(Some(agent)),
+            Err(e) => {
+                info!(peer = ?request.remote_addr(), error = %e, "agent refused");
+                Err(enroll::auth_status(e))
+            }
+        }
     }
 }
 
@@ -52,6 +92,7 @@ impl AgentService for AgentEndpoint {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ServerStream>, Status> {
+        let certified = self.authenticate(&request).await?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -62,6 +103,16 @@ impl AgentService for AgentEndpoint {
             }) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
+        if let Some(actual) = certified {
+            if actual != hello.agent_id {
+                let e = AuthError::WrongAgent {
+                    claimed: hello.agent_id,
+                    actual,
+                };
+                info!(error = %e, "agent refused");
+                return Err(enroll::auth_status(e));
+            }
+        }
         let agent = AgentInfo {
             id: hello.agent_id,
             hostname: hello.hostname,
@@ -78,6 +129,7 @@ impl AgentService for AgentEndpoint {
             agent_id: agent.id,
             tx,
             resume_from: hello.last_applied_version,
+            revoked: self.identities.as_ref().map(|i| i.watch_revoked()),
         };
         tokio::spawn(session.run(inbound, self.stop.clone()).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -109,20 +161,38 @@ struct Session {
     tx: mpsc::Sender<Result<ServerMessage, Status>>,
     /// The version the agent says it applied (0: none).
     resume_from: u64,
+    /// Revoked agents: the session ends when its agent joins them.
+    revoked: Option<watch::Receiver<Arc<HashSet<String>>>>,
+}
+
+/// Completes when `agent` is revoked (never, without a watch).
+async fn revocation(revoked: Option<watch::Receiver<Arc<HashSet<String>>>>, agent: &str) {
+    let Some(mut revoked) = revoked else {
+        return std::future::pending().await;
+    };
+    if revoked.wait_for(|set| set.contains(agent)).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The stream is gone (the agent left or the server is stopping).
 struct Closed;
 
 impl Session {
-    async fn run(self, mut inbound: Streaming<AgentMessage>, stop: CancellationToken) {
+    async fn run(mut self, mut inbound: Streaming<AgentMessage>, stop: CancellationToken) {
         let metrics = self.service.metrics().clone();
         metrics.agents_connected.inc();
         info!("agent connected");
+        let revoked = revocation(self.revoked.take(), &self.agent_id);
         tokio::select! {
             _ = self.serve(&mut inbound) => {}
             () = stop.cancelled() => {
                 let _ = self.tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+            }
+            () = revoked => {
+                info!("agent revoked: stream closed");
+                let e = AuthError::Revoked(self.agent_id.clone());
+                let _ = self.tx.send(Err(enroll::auth_status(e))).await;
             }
         }
         metrics.agents_connected.dec();

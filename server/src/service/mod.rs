@@ -4,6 +4,7 @@
 mod blocklist;
 mod feeds;
 mod follow;
+pub mod identity;
 mod policies;
 
 use std::sync::Arc;

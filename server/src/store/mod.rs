@@ -3,6 +3,7 @@
 //! share one behaviour (and one test suite): Postgres for fleets and an
 //! embedded SQLite for a one-machine start.
 
+pub mod identity;
 mod postgres;
 mod sqlite;
 
@@ -15,6 +16,9 @@ use fleetban_policy::{ActiveBan, Facts, JailRule, NewDecision, Origin};
 use ipnet::IpNet;
 use uuid::Uuid;
 
+pub use identity::{
+    Enrollment, IdentityStore, NewEnrollment, NewToken, Refusal, StoredCa, TokenRecord,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -44,6 +48,8 @@ pub enum StoreError {
     UnknownAgent(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    #[error("enrollment refused: {0}")]
+    Refused(#[from] identity::Refusal),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -187,7 +193,7 @@ pub trait Changes: Send {
 
 /// What the server needs from its database.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: IdentityStore + Send + Sync + 'static {
     /// Records an agent's introduction (first time or again).
     async fn upsert_agent(&self, agent: &AgentInfo, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks an agent as seen, and the block-list version it applied.

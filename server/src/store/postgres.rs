@@ -819,3 +819,5 @@ impl Store for PgStore {
         })))
     }
 }
+
+mod identity;

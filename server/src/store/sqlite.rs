@@ -670,3 +670,5 @@ impl Store for SqliteStore {
         )
     }
 }
+
+mod identity;

@@ -9,6 +9,9 @@ use uuid::Uuid;
 
 use super::*;
 
+mod identity;
+use identity::*;
+
 fn t(s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + s, 0)
         .single()
@@ -484,6 +487,9 @@ store_suite!(
     expired_bans_are_not_active,
     expiries_and_pruning,
     facts_for_correlation,
+    one_certificate_authority,
+    tokens_are_used_up_and_expire,
+    revoked_agents_may_enroll_again,
 );
 
 #[tokio::test]
