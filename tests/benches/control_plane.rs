@@ -11,6 +11,10 @@
 //! 3. Streams: 10,000 agents connected at once; the server's resident
 //!    memory.
 //!
+//! The gRPC port runs in its plaintext development mode here, so TLS
+//! handshakes and record encryption are not part of these figures (the
+//! `identity` bench of `fleetban-server` measures those).
+//!
 //! Run: `FLEETBAN_TEST_DATABASE_URL=postgres://… cargo bench -p fleetban-tests
 //! --bench control_plane` (`FLEETBAN_BENCH_AGENTS`, `FLEETBAN_BENCH_EVENTS`
 //! and `FLEETBAN_BENCH_STREAMS` change the sizes).
@@ -335,18 +339,18 @@ impl Drop for Server {
 /// Starts the server and returns it with its gRPC address.
 fn start_server(db_url: &str, dir: &std::path::Path) -> Result<(Server, String)> {
     let out = dir.join("server.out");
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"{db_url}\"\ndata_dir = \"{}\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             grpc_listen = \"127.0.0.1:0\"\n\n[tls]\nplaintext = true\n",
+            dir.display()
+        ),
+    )?;
     let child = Command::new(fleetban_tests::bins::bin("fleetban-server"))
-        .args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--database-url")
-        .arg(db_url)
+        .args(["serve", "--config"])
+        .arg(&config)
         .env("RUST_LOG", "warn")
         .stdout(std::fs::File::create(&out)?)
         .stderr(std::fs::File::create(dir.join("server.err"))?)

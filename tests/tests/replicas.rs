@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{append, failed_login, server_addrs, Proc};
+use common::{append, enroll, failed_login, server_addrs, Proc};
 use fleetban_tests::bins::bin;
 
 /// A Postgres cluster of its own (this test stops it), deleted on drop.
@@ -81,12 +81,12 @@ fn server(name: &str, dir: &Path, url: &str) -> (Proc, String) {
     (p, grpc)
 }
 
-/// An agent of `group` with one sshd jail (maxretry 3), connecting to
-/// `servers` in that order.
-fn agent(name: &str, dir: &Path, group: &str, servers: &[&str]) -> (Proc, PathBuf) {
+/// An agent of `group` with one sshd jail (maxretry 3), enrolled on the
+/// database `db` and connecting to `servers` in that order.
+fn agent(name: &str, dir: &Path, db: &str, group: &str, servers: &[&str]) -> (Proc, PathBuf) {
     let log = dir.join(format!("{name}.log"));
     std::fs::write(&log, "").expect("log");
-    let urls: Vec<String> = servers.iter().map(|s| format!("\"http://{s}\"")).collect();
+    let urls: Vec<String> = servers.iter().map(|s| format!("\"https://{s}\"")).collect();
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
@@ -116,6 +116,12 @@ bantime = "1h"
         ),
     )
     .expect("agent config");
+    enroll(
+        &["--database-url".as_ref(), db.as_ref()],
+        Command::new(bin("fleetban-agent")),
+        &cfg,
+        servers[0],
+    );
     let mut cmd = Command::new(bin("fleetban-agent"));
     cmd.args(["run", "--config"]).arg(&cfg);
     (Proc::spawn(name, dir, cmd), log)
@@ -158,12 +164,12 @@ async fn replicas_share_decisions_fail_over_and_survive_a_database_outage() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut s1, g1) = server("server-1", dir.path(), &cluster.url);
     let (mut s2, g2) = server("server-2", dir.path(), &cluster.url);
-    let (mut a1, a1_log) = agent("a1", dir.path(), "web", &[&g1, &g2]);
-    let (mut a2, a2_log) = agent("a2", dir.path(), "web", &[&g1, &g2]);
-    let (mut b1, b1_log) = agent("b1", dir.path(), "db", &[&g2, &g1]);
+    let (mut a1, a1_log) = agent("a1", dir.path(), &cluster.url, "web", &[&g1, &g2]);
+    let (mut a2, a2_log) = agent("a2", dir.path(), &cluster.url, "web", &[&g1, &g2]);
+    let (mut b1, b1_log) = agent("b1", dir.path(), &cluster.url, "db", &[&g2, &g1]);
     for (p, server) in [(&mut a1, &g1), (&mut a2, &g1), (&mut b1, &g2)] {
         p.wait_for(
-            &format!("connected to server server=http://{server}"),
+            &format!("connected to server server=https://{server}"),
             1,
             Duration::from_secs(60),
         );
@@ -229,7 +235,7 @@ async fn replicas_share_decisions_fail_over_and_survive_a_database_outage() {
     fail(&a1_log, ip2);
     for p in [&mut a1, &mut a2] {
         p.wait_for(
-            &format!("connected to server server=http://{g2}"),
+            &format!("connected to server server=https://{g2}"),
             1,
             Duration::from_secs(30),
         );

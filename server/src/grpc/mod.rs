@@ -62,7 +62,11 @@ impl AgentEndpoint {
 
     /// The agent a stream's client certificate belongs to, if streams are
     /// authenticated.
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
+    /// The certified agent and its enrolled group; `None` in plaintext mode.
+    async fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<(String, Option<String>)>, Status> {
         let Some(ids) = self
             .identities
             .as_ref()
@@ -103,7 +107,8 @@ impl AgentService for AgentEndpoint {
             }) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
-        if let Some(actual) = certified {
+        let mut group = hello.group;
+        if let Some((actual, enrolled_group)) = certified {
             if actual != hello.agent_id {
                 let e = AuthError::WrongAgent {
                     claimed: hello.agent_id,
@@ -112,13 +117,20 @@ impl AgentService for AgentEndpoint {
                 info!(error = %e, "agent refused");
                 return Err(enroll::auth_status(e));
             }
+            // The group of the enrollment binds; the Hello's cannot widen it.
+            if let Some(g) = enrolled_group.filter(|g| !g.is_empty()) {
+                if !group.is_empty() && group != g {
+                    warn!(agent = %actual, claimed = %group, enrolled = %g, "agent claims another group than it was enrolled in; using the enrolled one");
+                }
+                group = g;
+            }
         }
         let agent = AgentInfo {
             id: hello.agent_id,
             hostname: hello.hostname,
             version: hello.version,
             jails: hello.jails,
-            group: hello.group,
+            group,
         };
         self.service.agent_joined(&agent).await.map_err(status)?;
         let (tx, rx) = mpsc::channel(64);
