@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod http;
@@ -33,6 +34,8 @@ pub enum ServerError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP endpoint failed: {0}")]
     Http(#[source] std::io::Error),
+    #[error("cannot set up authentication: {0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Once a second, tells agents which bans expired; every ten minutes,
@@ -65,6 +68,7 @@ async fn housekeeping(service: Arc<Service>, retention: chrono::Duration, stop: 
 pub struct RunOptions {
     pub event_retention: chrono::Duration,
     pub policy: fleetban_policy::Policy,
+    pub auth: auth::AuthConfig,
 }
 
 impl Default for RunOptions {
@@ -72,6 +76,7 @@ impl Default for RunOptions {
         RunOptions {
             event_retention: chrono::Duration::days(30),
             policy: fleetban_policy::Policy::default(),
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -91,8 +96,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
-    let service =
-        Arc::new(Service::new(store, Arc::new(SystemClock), metrics, options.policy).await?);
+    let clock: Arc<dyn service::Clock> = Arc::new(SystemClock);
+    let accounts = Arc::new(auth::Accounts::new(store.clone(), clock.clone(), options.auth).await?);
+    let service = Arc::new(Service::new(store, clock, metrics, options.policy).await?);
+    let api = Arc::new(http::api::ApiState {
+        service: service.clone(),
+        accounts,
+    });
     let event_retention = options.event_retention;
     let stop = CancellationToken::new();
 
@@ -106,8 +116,12 @@ pub async fn run(
             TcpListenerStream::new(listeners.grpc),
             stop.clone().cancelled_owned(),
         );
-    let http = axum::serve(listeners.http, http::router(service.clone()))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let http = axum::serve(
+        listeners.http,
+        http::router(service.clone(), api)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned());
 
     tokio::spawn(housekeeping(service.clone(), event_retention, stop.clone()));
     let trigger = stop.clone();

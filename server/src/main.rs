@@ -116,6 +116,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let options = fleetban_server::RunOptions {
         event_retention: config.event_retention,
         policy: config.policy,
+        ..Default::default()
     };
     fleetban_server::run(store, Listeners { http, grpc }, options, shutdown_signal()).await?;
     Ok(())

@@ -24,7 +24,16 @@ pub enum ServiceError {
     #[error("agent {claimed:?} may only report for itself ({actual:?})")]
     NotYourself { claimed: String, actual: String },
     #[error(transparent)]
+    Policy(#[from] fleetban_policy::PolicyError),
+    #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Something new, for live subscribers (the API's event stream).
+#[derive(Debug, Clone)]
+pub enum LiveUpdate {
+    Decision(Decision),
+    Events(Arc<Vec<NewEvent>>),
 }
 
 /// The source of time, so tests can set it.
@@ -56,6 +65,8 @@ pub struct Service {
     policy: Policy,
     /// Ids of bans that just expired, for sessions to remove from agents.
     expired: broadcast::Sender<Arc<Vec<i64>>>,
+    /// New decisions and events as they are stored.
+    live: broadcast::Sender<LiveUpdate>,
 }
 
 impl Service {
@@ -75,6 +86,7 @@ impl Service {
             correlate: Mutex::new(()),
             policy,
             expired: broadcast::channel(64).0,
+            live: broadcast::channel(1024).0,
         })
     }
 
@@ -84,6 +96,41 @@ impl Service {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// New decisions and events as this process stores them.
+    pub fn subscribe_live(&self) -> broadcast::Receiver<LiveUpdate> {
+        self.live.subscribe()
+    }
+
+    /// Records manual bans (all or none pass the policy's checks first),
+    /// and pushes them to the agents.
+    pub async fn manual_bans(
+        &self,
+        bans: &[ManualBan],
+        creator: &str,
+    ) -> Result<Vec<Decision>, ServiceError> {
+        let now = self.clock.now();
+        let decisions = bans
+            .iter()
+            .map(|b| {
+                correlate::manual(
+                    &self.policy,
+                    b.target,
+                    b.duration,
+                    b.group.as_deref(),
+                    creator,
+                    &b.reason,
+                    now,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let _guard = self.correlate.lock().await;
+        self.record(decisions, now).await
     }
 
     /// Notified whenever the block list changes.
@@ -167,6 +214,11 @@ impl Service {
         let now = self.clock.now();
         let stored = self.store.insert_events(events, now).await?;
         self.metrics.events_stored.inc_by(stored);
+        if stored > 0 && self.live.receiver_count() > 0 {
+            let _ = self
+                .live
+                .send(LiveUpdate::Events(Arc::new(events.to_vec())));
+        }
         let mut decided = self.fleet_failures(events).await?;
         for ban in bans {
             decided.extend(self.local_ban(ban).await?);
@@ -226,6 +278,7 @@ impl Service {
             );
             self.metrics.decisions.inc();
             self.publish(decision.version);
+            let _ = self.live.send(LiveUpdate::Decision(decision.clone()));
             recorded.push(decision);
         }
         Ok(recorded)
@@ -278,6 +331,7 @@ impl Service {
             .revoke_decision(id, creator, reason, self.clock.now())
             .await?;
         self.publish(d.version);
+        let _ = self.live.send(LiveUpdate::Decision(d.clone()));
         Ok(d)
     }
 
@@ -309,6 +363,17 @@ impl Service {
             self.clock.now(),
         ))
     }
+}
+
+/// A ban asked for by an operator or a tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualBan {
+    pub target: IpNet,
+    /// `None`: until revoked.
+    pub duration: Option<chrono::Duration>,
+    /// Only the agents of this group; `None`: the whole fleet.
+    pub group: Option<String>,
+    pub reason: String,
 }
 
 fn validate_agent_id(id: &str) -> Result<(), ServiceError> {

@@ -3,8 +3,11 @@
 //! share one behaviour (and one test suite): Postgres for fleets and an
 //! embedded SQLite for a one-machine start.
 
+pub mod api;
 mod postgres;
+mod postgres_api;
 mod sqlite;
+mod sqlite_api;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use fleetban_policy::{NewDecision, Origin};
 use ipnet::IpNet;
 use uuid::Uuid;
 
+pub use api::ApiStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -118,9 +122,10 @@ pub struct Decision {
     pub revokes: Option<i64>,
 }
 
-/// What the server needs from its database.
+/// What the server needs from its database (the REST API's part is
+/// [`ApiStore`]).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ApiStore + Send + Sync + 'static {
     /// Records an agent's introduction (first time or again).
     async fn upsert_agent(&self, agent: &AgentInfo, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks an agent as seen, and the block-list version it applied.
