@@ -458,6 +458,23 @@ impl Accounts {
         Ok(())
     }
 
+    pub async fn set_password(
+        &self,
+        name: &str,
+        password: &str,
+        actor: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(), AuthError> {
+        let pw = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+            .await
+            .map_err(|e| AuthError::Invalid(format!("cannot hash the password: {e}")))??;
+        self.store.set_password(name, &hash).await?;
+        self.audit(actor, "user.password", name, serde_json::json!({}), source)
+            .await;
+        Ok(())
+    }
+
     pub async fn disable_user(
         &self,
         name: &str,
