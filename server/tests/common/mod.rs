@@ -28,6 +28,10 @@ impl Clock for TestClock {
 }
 
 impl TestClock {
+    pub fn now_for_test(&self) -> DateTime<Utc> {
+        self.now()
+    }
+
     pub fn advance(&self, d: chrono::Duration) {
         *self.0.lock().expect("clock") += d;
     }
@@ -66,7 +70,9 @@ impl Reply {
         let v = self.json();
         assert_eq!(v["error"]["code"], code, "{}", self.text);
         assert!(
-            v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "{}",
             self.text
         );
@@ -103,9 +109,14 @@ impl Api {
                 .expect("accounts"),
         );
         let service = Arc::new(
-            Service::new(store.clone(), clock.clone(), Arc::new(Metrics::new()), policy)
-                .await
-                .expect("service"),
+            Service::new(
+                store.clone(),
+                clock.clone(),
+                Arc::new(Metrics::new()),
+                policy,
+            )
+            .await
+            .expect("service"),
         );
         let state = Arc::new(ApiState {
             service: service.clone(),
@@ -131,18 +142,28 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
         Reply {
             status,
             content_type,
             text: String::from_utf8_lossy(&bytes).into_owned(),
             headers,
         }
+    }
+
+    /// Only the status (for endpoints whose body never ends, the stream).
+    pub async fn status_of(&self, method: Method, path: &str, token: Option<&str>) -> StatusCode {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = b.body(Body::empty()).expect("request");
+        self.router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("infallible")
+            .status()
     }
 
     /// `method path` with an optional bearer token and JSON body.
@@ -179,7 +200,10 @@ impl Api {
         let req = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {}", token.unwrap_or("")))
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", token.unwrap_or("")),
+            )
             .header(header::CONTENT_TYPE, content_type)
             .body(body.into())
             .expect("request");
