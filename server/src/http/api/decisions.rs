@@ -75,6 +75,7 @@ pub struct DecisionQuery {
     /// Created before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
