@@ -288,6 +288,44 @@ async fn expired_tampered_and_revoked_tokens(api: Api) {
     api.get("/api/v1/decisions", &viewer)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "invalid_token");
+    // A role change applies to the next request.
+    let op = api.user("otto", Role::Operator).await;
+    let write = json!({"target": "192.0.2.50", "reason": "x"});
+    assert_eq!(
+        api.post("/api/v1/decisions", &op, write.clone())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let r = api
+        .call(
+            Method::PATCH,
+            "/api/v1/users/otto",
+            Some(&admin),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    api.post("/api/v1/decisions", &op, write)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    api.call(
+        Method::PATCH,
+        "/api/v1/users/otto",
+        Some(&admin),
+        Some(json!({"role": "god"})),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "invalid_body");
+    api.call(
+        Method::PATCH,
+        "/api/v1/users/nobody",
+        Some(&admin),
+        Some(json!({"role": "viewer"})),
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
+
     // Tokens cannot manage users or tokens.
     api.post(
         "/api/v1/tokens",

@@ -58,6 +58,13 @@ fn endpoints(n: usize, decision: i64) -> Vec<Endpoint> {
             &["users:write"],
         ),
         e(
+            M::PATCH,
+            "/api/v1/users/{name}",
+            "/api/v1/users/nobody",
+            Some(json!({"role": "viewer"})),
+            &["users:write"],
+        ),
+        e(
             M::GET,
             "/api/v1/tokens",
             "/api/v1/tokens",

@@ -481,6 +481,26 @@ impl Accounts {
         Ok(())
     }
 
+    /// Changes a user's role; it applies to their next request.
+    pub async fn set_role(
+        &self,
+        name: &str,
+        role: Role,
+        actor: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(), AuthError> {
+        self.store.set_role(name, role.as_str()).await?;
+        self.audit(
+            actor,
+            "user.role",
+            name,
+            serde_json::json!({ "role": role.as_str() }),
+            source,
+        )
+        .await;
+        Ok(())
+    }
+
     pub async fn disable_user(
         &self,
         name: &str,

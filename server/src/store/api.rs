@@ -223,6 +223,8 @@ pub trait ApiStore: Send + Sync + 'static {
     /// Disables a user and revokes their sessions; `NotFound` when unknown.
     async fn disable_user(&self, name: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
     async fn set_password(&self, name: &str, password_hash: &str) -> Result<(), StoreError>;
+    /// `NotFound` when unknown.
+    async fn set_role(&self, name: &str, role: &str) -> Result<(), StoreError>;
 
     async fn create_session(
         &self,

@@ -282,6 +282,18 @@ impl ApiStore for PgStore {
         Ok(())
     }
 
+    async fn set_role(&self, name: &str, role: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET role = $2 WHERE name = $1")
+            .bind(name)
+            .bind(role)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user {name:?}")));
+        }
+        Ok(())
+    }
+
     async fn create_session(
         &self,
         s: &SessionRecord,

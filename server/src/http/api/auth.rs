@@ -177,18 +177,46 @@ pub async fn create_user(
     ApiJson(req): ApiJson<CreateUser>,
 ) -> ApiResult<StatusCode> {
     let actor = auth.require(Scope::UsersWrite)?.actor();
-    let role = Role::parse(&req.role).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("role {:?}: expected admin, operator or viewer", req.role),
-        )
-    })?;
+    let role = parse_role(&req.role)?;
     state
         .accounts
         .add_user(&req.name, &req.password, role, &actor, source)
         .await?;
     Ok(StatusCode::CREATED)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// `admin`, `operator` or `viewer`.
+    pub role: String,
+}
+
+fn parse_role(role: &str) -> Result<Role, ApiError> {
+    Role::parse(role).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("role {role:?}: expected admin, operator or viewer"),
+        )
+    })
+}
+
+/// Change a user's role; it applies to their next request.
+#[utoipa::path(patch, path = "/api/v1/users/{name}", tag = "users", security(("bearer" = [])),
+    params(("name" = String, Path)), request_body = UpdateUser,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update_user(
+    State(state): State<Arc<ApiState>>,
+    Source(source): Source,
+    auth: Auth,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<UpdateUser>,
+) -> ApiResult<StatusCode> {
+    let actor = auth.require(Scope::UsersWrite)?.actor();
+    let role = parse_role(&req.role)?;
+    state.accounts.set_role(&name, role, &actor, source).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Disable a user and end their sessions.

@@ -46,7 +46,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
         .route("/users", get(auth::list_users).post(auth::create_user))
-        .route("/users/{name}", delete(auth::disable_user))
+        .route(
+            "/users/{name}",
+            delete(auth::disable_user).patch(auth::update_user),
+        )
         .route("/tokens", get(auth::list_tokens).post(auth::create_token))
         .route("/tokens/{id}", delete(auth::revoke_token))
         .route(

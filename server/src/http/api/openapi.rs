@@ -100,7 +100,7 @@ impl Modify for Security {
     info(title = "fleetban API", description = "The REST API of the fleetban server: decisions, events, agents, audit log, stats and live updates; CrowdSec bouncer compatibility under /v1."),
     paths(
         auth::login, auth::refresh, auth::logout, auth::me,
-        auth::list_users, auth::create_user, auth::disable_user,
+        auth::list_users, auth::create_user, auth::update_user, auth::disable_user,
         auth::list_tokens, auth::create_token, auth::revoke_token,
         auth::list_bouncers, auth::create_bouncer, auth::revoke_bouncer,
         decisions::list, decisions::get_one, decisions::create, decisions::revoke,
