@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod feeds;
 pub mod grpc;
@@ -40,6 +41,8 @@ pub enum ServerError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP endpoint failed: {0}")]
     Http(#[source] std::io::Error),
+    #[error("cannot set up authentication: {0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Once a second, tells agents which bans expired; every ten minutes,
@@ -79,6 +82,7 @@ pub struct RunOptions {
     /// TLS and agent certificates on the gRPC port; `None`: plaintext, and
     /// agents are who their Hello says (development on loopback only).
     pub tls: Option<GrpcTls>,
+    pub auth: auth::AuthConfig,
 }
 
 /// The gRPC port's TLS, and the CA that signs agents' certificates.
@@ -99,6 +103,7 @@ impl Default for RunOptions {
             },
             feeds: Vec::new(),
             tls: None,
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -134,16 +139,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
+    let clock: Arc<dyn service::Clock> = Arc::new(SystemClock);
     let identities = Arc::new(
         Identities::new(
             store.clone(),
-            Arc::new(SystemClock),
+            clock.clone(),
             options.tls.as_ref().map(|t| t.authority.clone()),
         )
         .await?,
     );
-    let service =
-        Arc::new(Service::new(store, Arc::new(SystemClock), metrics, &options.policy).await?);
+    let accounts = Arc::new(auth::Accounts::new(store.clone(), clock.clone(), options.auth).await?);
+    let service = Arc::new(Service::new(store, clock, metrics, &options.policy).await?);
+    let api = Arc::new(http::api::ApiState {
+        service: service.clone(),
+        accounts,
+    });
     let feed_client = if options.feeds.is_empty() {
         None
     } else {
@@ -169,8 +179,12 @@ pub async fn run(
             TcpListenerStream::new(listeners.grpc),
             stop.clone().cancelled_owned(),
         );
-    let http = axum::serve(listeners.http, http::router(service.clone()))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let http = axum::serve(
+        listeners.http,
+        http::router(service.clone(), api)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned());
 
     tokio::spawn(housekeeping(service.clone(), event_retention, stop.clone()));
     tokio::spawn(service.clone().follow(stop.clone()));

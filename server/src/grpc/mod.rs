@@ -155,6 +155,7 @@ fn status(e: ServiceError) -> Status {
         ServiceError::Invalid(m) => Status::invalid_argument(m),
         e @ ServiceError::Feed { .. } => Status::failed_precondition(e.to_string()),
         e @ ServiceError::NotYourself { .. } => Status::permission_denied(e.to_string()),
+        ServiceError::Policy(p) => Status::failed_precondition(p.to_string()),
         ServiceError::Store(StoreError::UnknownAgent(a)) => {
             Status::failed_precondition(format!("unknown agent {a:?}"))
         }

@@ -33,7 +33,16 @@ pub enum ServiceError {
     #[error("feed {feed}: {message}")]
     Feed { feed: String, message: String },
     #[error(transparent)]
+    Policy(#[from] fleetban_policy::PolicyError),
+    #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Something new, for live subscribers (the API's event stream).
+#[derive(Debug, Clone)]
+pub enum LiveUpdate {
+    Decision(Decision),
+    Events(Arc<Vec<NewEvent>>),
 }
 
 /// The source of time, so tests can set it.
@@ -68,6 +77,8 @@ pub struct Service {
     policy_version: watch::Sender<u64>,
     /// Ids of bans that just expired, for sessions to remove from agents.
     expired: broadcast::Sender<Arc<Vec<i64>>>,
+    /// New decisions and events as they are stored.
+    live: broadcast::Sender<LiveUpdate>,
 }
 
 impl Service {
@@ -103,6 +114,7 @@ impl Service {
             policies: std::sync::RwLock::new(loaded),
             policy_version,
             expired: broadcast::channel(64).0,
+            live: broadcast::channel(1024).0,
         })
     }
 
@@ -134,6 +146,42 @@ impl Service {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// New decisions and events as this process stores them.
+    pub fn subscribe_live(&self) -> broadcast::Receiver<LiveUpdate> {
+        self.live.subscribe()
+    }
+
+    /// Records manual bans (all or none pass the policy's checks first),
+    /// and pushes them to the agents.
+    pub async fn manual_bans(
+        &self,
+        bans: &[ManualBan],
+        creator: &str,
+    ) -> Result<Vec<Decision>, ServiceError> {
+        let now = self.clock.now();
+        let policy = self.policy();
+        let decisions = bans
+            .iter()
+            .map(|b| {
+                correlate::manual(
+                    &policy,
+                    b.target,
+                    b.duration,
+                    b.group.as_deref(),
+                    creator,
+                    &b.reason,
+                    now,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let _guard = self.correlate.lock().await;
+        self.record(decisions, now).await
     }
 
     /// Notified whenever the block list changes.
@@ -219,6 +267,11 @@ impl Service {
         let stored = self.store.insert_events(events, now).await?;
         self.metrics.events_stored.inc_by(stored);
         let group = Some(group).filter(|g| !g.is_empty());
+        if stored > 0 && self.live.receiver_count() > 0 {
+            let _ = self
+                .live
+                .send(LiveUpdate::Events(Arc::new(events.to_vec())));
+        }
         let mut decided = self.fleet_failures(events, group).await?;
         for ban in bans {
             decided.extend(self.local_ban(ban, group).await?);
@@ -248,6 +301,19 @@ impl Service {
         }
     }
 
+    /// Records decisions made outside correlation (manual ones), in order.
+    async fn record(
+        &self,
+        decisions: Vec<fleetban_policy::NewDecision>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Decision>, ServiceError> {
+        let mut stored = Vec::with_capacity(decisions.len());
+        for new in &decisions {
+            stored.push(self.store.record_decision(new, now).await?);
+        }
+        Ok(self.recorded(stored))
+    }
+
     fn recorded(&self, decisions: Vec<Decision>) -> Vec<Decision> {
         for decision in &decisions {
             info!(
@@ -259,6 +325,7 @@ impl Service {
             );
             self.metrics.decisions.inc();
             self.publish(decision.version);
+            let _ = self.live.send(LiveUpdate::Decision(decision.clone()));
         }
         decisions
     }
@@ -321,6 +388,7 @@ impl Service {
             .revoke_decision(id, creator, reason, self.clock.now())
             .await?;
         self.publish(d.version);
+        let _ = self.live.send(LiveUpdate::Decision(d.clone()));
         Ok(d)
     }
 
@@ -352,6 +420,17 @@ impl Service {
             self.clock.now(),
         ))
     }
+}
+
+/// A ban asked for by an operator or a tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualBan {
+    pub target: IpNet,
+    /// `None`: until revoked.
+    pub duration: Option<chrono::Duration>,
+    /// Only the agents of this group; `None`: the whole fleet.
+    pub group: Option<String>,
+    pub reason: String,
 }
 
 fn validate_agent_id(id: &str) -> Result<(), ServiceError> {

@@ -3,9 +3,12 @@
 //! share one behaviour (and one test suite): Postgres for fleets and an
 //! embedded SQLite for a one-machine start.
 
+pub mod api;
 pub mod identity;
 mod postgres;
+mod postgres_api;
 mod sqlite;
+mod sqlite_api;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use fleetban_policy::{ActiveBan, Facts, JailRule, NewDecision, Origin};
 use ipnet::IpNet;
 use uuid::Uuid;
 
+pub use api::ApiStore;
 pub use identity::{
     Enrollment, IdentityStore, NewEnrollment, NewToken, Refusal, StoredCa, TokenRecord,
 };
@@ -191,9 +195,10 @@ pub trait Changes: Send {
     async fn next(&mut self) -> Change;
 }
 
-/// What the server needs from its database.
+/// What the server needs from its database (the REST API's part is
+/// [`ApiStore`]).
 #[async_trait]
-pub trait Store: IdentityStore + Send + Sync + 'static {
+pub trait Store: IdentityStore + ApiStore + Send + Sync + 'static {
     /// Records an agent's introduction (first time or again).
     async fn upsert_agent(&self, agent: &AgentInfo, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks an agent as seen, and the block-list version it applied.

@@ -59,22 +59,32 @@ impl PgStore {
             url: redact(url),
         })
     }
+
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 fn decision(row: &PgRow) -> Result<Decision, StoreError> {
+    decision_from(row, "")
+}
+
+/// A decision from columns named with `prefix` (`""` for plain names).
+pub(super) fn decision_from(row: &PgRow, prefix: &str) -> Result<Decision, StoreError> {
+    let c = |name: &str| format!("{prefix}{name}");
     Ok(Decision {
-        id: row.try_get("id")?,
-        version: to_version(row.try_get("version")?)?,
-        kind: DecisionKind::parse(row.try_get("kind")?)?,
-        target: parse_target(row.try_get("target")?)?,
-        origin: parse_origin(row.try_get("origin")?)?,
-        reason: row.try_get("reason")?,
-        creator: row.try_get("creator")?,
-        jail: row.try_get("jail")?,
-        scope: row.try_get("scope")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revokes: row.try_get("revokes")?,
+        id: row.try_get(c("id").as_str())?,
+        version: to_version(row.try_get(c("version").as_str())?)?,
+        kind: DecisionKind::parse(row.try_get(c("kind").as_str())?)?,
+        target: parse_target(row.try_get(c("target").as_str())?)?,
+        origin: parse_origin(row.try_get(c("origin").as_str())?)?,
+        reason: row.try_get(c("reason").as_str())?,
+        creator: row.try_get(c("creator").as_str())?,
+        jail: row.try_get(c("jail").as_str())?,
+        scope: row.try_get(c("scope").as_str())?,
+        created_at: row.try_get(c("created_at").as_str())?,
+        expires_at: row.try_get(c("expires_at").as_str())?,
+        revokes: row.try_get(c("revokes").as_str())?,
     })
 }
 

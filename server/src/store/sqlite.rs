@@ -136,35 +136,45 @@ impl SqliteStore {
         .await?;
         Ok(())
     }
+
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(super) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .ok_or_else(|| StoreError::Corrupt(format!("time {ms}")))
 }
 
 fn decision(row: &SqliteRow) -> Result<Decision, StoreError> {
+    decision_from(row, "")
+}
+
+/// A decision from columns named with `prefix` (`""` for plain names).
+pub(super) fn decision_from(row: &SqliteRow, prefix: &str) -> Result<Decision, StoreError> {
+    let c = |name: &str| format!("{prefix}{name}");
     Ok(Decision {
-        id: row.try_get("id")?,
-        version: to_version(row.try_get("version")?)?,
-        kind: DecisionKind::parse(row.try_get("kind")?)?,
-        target: parse_target(row.try_get("target")?)?,
-        origin: parse_origin(row.try_get("origin")?)?,
-        reason: row.try_get("reason")?,
-        creator: row.try_get("creator")?,
-        jail: row.try_get("jail")?,
-        scope: row.try_get("scope")?,
-        created_at: time(row.try_get("created_at")?)?,
+        id: row.try_get(c("id").as_str())?,
+        version: to_version(row.try_get(c("version").as_str())?)?,
+        kind: DecisionKind::parse(row.try_get(c("kind").as_str())?)?,
+        target: parse_target(row.try_get(c("target").as_str())?)?,
+        origin: parse_origin(row.try_get(c("origin").as_str())?)?,
+        reason: row.try_get(c("reason").as_str())?,
+        creator: row.try_get(c("creator").as_str())?,
+        jail: row.try_get(c("jail").as_str())?,
+        scope: row.try_get(c("scope").as_str())?,
+        created_at: time(row.try_get(c("created_at").as_str())?)?,
         expires_at: row
-            .try_get::<Option<i64>, _>("expires_at")?
+            .try_get::<Option<i64>, _>(c("expires_at").as_str())?
             .map(time)
             .transpose()?,
-        revokes: row.try_get("revokes")?,
+        revokes: row.try_get(c("revokes").as_str())?,
     })
 }
 
