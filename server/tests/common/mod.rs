@@ -87,10 +87,11 @@ pub enum Database {
 
 impl Api {
     pub async fn new(db: Database) -> Option<Api> {
-        Self::with_policy(db, fleetban_policy::Policy::default()).await
+        Self::with_policy(db, "").await
     }
 
-    pub async fn with_policy(db: Database, policy: fleetban_policy::Policy) -> Option<Api> {
+    /// `rules`: correlation rules as a `[policy]` section holds them.
+    pub async fn with_policy(db: Database, rules: &str) -> Option<Api> {
         let (store, dir) = match db {
             Database::Postgres => {
                 let url = fleetban_tests::pg::fresh_database().await?;
@@ -114,8 +115,9 @@ impl Api {
                 clock.clone(),
                 Arc::new(Metrics::new()),
                 &fleetban_server::policy_config::PolicySeed {
-                    policy,
-                    ..Default::default()
+                    policy: fleetban_server::policy_config::parse_rules(rules).expect("rules"),
+                    rules_toml: rules.to_owned(),
+                    jails: Vec::new(),
                 },
             )
             .await
