@@ -371,3 +371,69 @@ fn bad_input_is_refused_with_a_clear_error() {
         "{e}"
     );
 }
+
+/// A manual ban made while the server is away is enforced at once and
+/// reaches the server, as a local ban of jail `manual`, once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_ban_made_offline_reaches_the_server_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A free port for the server, which starts later.
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string();
+    let log = dir.path().join("auth.log");
+    let cfg = config(dir.path(), "log", &log, Some(&grpc));
+    let mut cmd = Command::new(bin("fleetban-agent"));
+    cmd.args(["run", "--config"]).arg(&cfg);
+    let mut agent = Proc::spawn("agent", dir.path(), cmd);
+    agent.wait_for("server link down", 1, Duration::from_secs(30));
+
+    let out = cli(
+        None,
+        &cfg,
+        &["ban", "192.0.2.77", "--for", "2h", "--reason", "scanner"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent.wait_for("blocked target=192.0.2.77/32", 1, Duration::from_secs(10));
+
+    let data = dir.path().join("data");
+    let mut server = Command::new(bin("fleetban-server"));
+    server.args(["serve", "--data-dir"]).arg(&data).args([
+        "--http-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        &grpc,
+    ]);
+    let mut server = Proc::spawn("server", dir.path(), server);
+    common::server_addrs(&mut server);
+    agent.wait_for("connected to server", 1, Duration::from_secs(30));
+    let url = format!("sqlite://{}", data.join("fleetban.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.expect("open sqlite");
+    let mut found = Vec::new();
+    for _ in 0..250 {
+        found = sqlx::query_as::<_, (String, String)>(
+            "SELECT target, jail FROM decisions WHERE target = '192.0.2.77/32'",
+        )
+        .fetch_all(&db)
+        .await
+        .expect("query");
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        found,
+        vec![("192.0.2.77/32".to_owned(), "manual".to_owned())],
+        "{}\n{}",
+        agent.output(),
+        server.output()
+    );
+    agent.stop();
+    server.stop();
+}
