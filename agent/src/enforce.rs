@@ -140,7 +140,13 @@ pub struct Enforcer {
     flushed: bool,
     repaired: DriftCounts,
     last_reconcile: Option<i64>,
+    /// No read-back before this: reading a huge table back is costly, so
+    /// read-backs take at most a tenth of the time.
+    next_check: Instant,
 }
+
+/// Read-backs are spaced at least this many times their own duration.
+const READ_BACK_SPACING: u32 = 10;
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -189,6 +195,7 @@ impl Enforcer {
             flushed: false,
             repaired: DriftCounts::default(),
             last_reconcile: None,
+            next_check: Instant::now(),
         })
     }
 
@@ -525,15 +532,29 @@ impl Enforcer {
         if self.flushed {
             return;
         }
+        if Instant::now() < self.next_check {
+            return;
+        }
         if self.changed {
             // Pending changes first; the kernel is compared with them in.
             self.reconcile().await;
         }
+        let started = Instant::now();
         let now = now_ms();
         self.last_reconcile = Some(now);
         self.opts.metrics.reconciles.inc();
         let desired = self.desired_now(now);
-        let read = match self.firewall.read().await {
+        let read = self.firewall.read().await;
+        let took = started.elapsed();
+        self.next_check = Instant::now() + took * READ_BACK_SPACING;
+        if took > self.opts.reconcile_interval / READ_BACK_SPACING {
+            info!(
+                took_ms = took.as_millis() as u64,
+                next_in_s = (took * READ_BACK_SPACING).as_secs(),
+                "reading the firewall back is slow; read-backs spaced out"
+            );
+        }
+        let read = match read {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "cannot read the firewall back");
