@@ -294,6 +294,12 @@ fn enforcement(backend: &str) {
         &lab, &service, &attacker
     )));
     agent.stop();
+    // With the agent stopped, status reads the kernel directly.
+    let out = cli_ok(&lab, &cfg, &["firewall", "status"]);
+    assert!(
+        out.contains("no running agent") && out.contains(&format!("{attacker}/32")),
+        "{out}"
+    );
     let out = cli_ok(&lab, &cfg, &["firewall", "flush"]);
     assert!(out.contains("no running agent"), "{out}");
     assert!(!held(&lab, backend).contains(&attacker));
