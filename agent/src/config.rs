@@ -67,13 +67,26 @@ struct AgentSection {
     /// Where `filter = "name"` looks for fail2ban filters.
     #[serde(default = "default_filter_dirs")]
     filter_dirs: Vec<PathBuf>,
+    /// The agent group this host belongs to: jail policies and group
+    /// decisions follow it. Default: none.
+    #[serde(default)]
+    group: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerSection {
-    /// The server's gRPC endpoint, `http://HOST:PORT`.
-    url: String,
+    /// The server's gRPC endpoint, `https://HOST:PORT` (`http://` only for
+    /// a plaintext development server on this host), or a list of the
+    /// endpoints of several server replicas, tried in turn.
+    url: ServerUrls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ServerUrls {
+    One(String),
+    Several(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +265,23 @@ pub struct SourceSettings {
     pub start: Start,
 }
 
+/// Whether `url` is `http://` to a loopback host (plaintext development).
+fn plaintext_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Default `[agent] state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleetban/agent";
 
@@ -261,8 +291,12 @@ pub struct AgentConfig {
     /// The zone of log times that name none.
     pub zone: Zone,
     pub agent_id: String,
-    /// `None`: standalone, no server.
+    /// `None`: standalone, no server. The first of `server_urls`.
     pub server_url: Option<String>,
+    /// Every server replica to connect to, in order of preference.
+    pub server_urls: Vec<String>,
+    /// The agent group ('' for none).
+    pub group: String,
     pub firewall: FirewallConfig,
     pub jails: Vec<JailConfig>,
     /// Where positions, cursors and the block list are saved.
@@ -303,18 +337,37 @@ impl AgentConfig {
                 format!("{agent_id:?}: expected 1 to 128 characters among letters, digits, '-', '_' and '.'"),
             ));
         }
-        let server_url = match file.server {
-            Some(s) => {
-                if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+        let server_urls = match file.server.map(|s| s.url) {
+            Some(ServerUrls::One(u)) => vec![u],
+            Some(ServerUrls::Several(list)) => {
+                if list.is_empty() {
                     return Err(err(
                         "server.url",
-                        format!("{:?}: expected http://HOST:PORT", s.url),
+                        "an empty list: expected at least one https://HOST:PORT".into(),
                     ));
                 }
-                Some(s.url)
+                list
             }
-            None => None,
+            None => Vec::new(),
         };
+        for u in &server_urls {
+            if !(u.starts_with("https://") || plaintext_loopback(u)) {
+                return Err(err(
+                    "server.url",
+                    format!(
+                        "{u:?}: expected https://HOST:PORT (http:// only for a server on this host)"
+                    ),
+                ));
+            }
+        }
+        let server_url = server_urls.first().cloned();
+        let group = file.agent.group.clone();
+        if !group.is_empty() && !valid_id(&group) {
+            return Err(err(
+                "agent.group",
+                format!("{group:?}: expected letters, digits, '-', '_' and '.'"),
+            ));
+        }
         let firewall = firewall_config(&file.firewall).map_err(|(k, m)| err(k, m))?;
         let zone = match &file.agent.timezone {
             Some(tz) => Zone::parse(tz).map_err(|e| err("agent.timezone", e))?,
@@ -458,6 +511,8 @@ impl AgentConfig {
             zone,
             agent_id,
             server_url,
+            server_urls,
+            group,
             firewall,
             jails,
             control_socket: file
@@ -726,6 +781,37 @@ failregex = ["<HOST>"]
     }
 
     #[test]
+    fn several_servers_and_a_group() {
+        let c = parse(
+            &GOOD
+                .replace(
+                    "url = \"http://127.0.0.1:50051\"",
+                    "url = [\"https://10.0.0.1:50051\", \"https://10.0.0.2:50051\"]",
+                )
+                .replace("id = \"web-1\"", "id = \"web-1\"\ngroup = \"web\""),
+        )
+        .expect("loads");
+        assert_eq!(
+            c.server_urls,
+            ["https://10.0.0.1:50051", "https://10.0.0.2:50051"]
+        );
+        assert_eq!(c.server_url.as_deref(), Some("https://10.0.0.1:50051"));
+        assert_eq!(c.group, "web");
+        let e = parse(&GOOD.replace("url = \"http://127.0.0.1:50051\"", "url = []"))
+            .expect_err("empty list");
+        assert_eq!((e.key.as_str(), e.line), ("server.url", 6));
+        let e = parse(&GOOD.replace(
+            "url = \"http://127.0.0.1:50051\"",
+            "url = [\"https://a:1\", \"b:2\"]",
+        ))
+        .expect_err("bad second url");
+        assert!(e.message.contains("\"b:2\""), "{e}");
+        let e = parse(&GOOD.replace("id = \"web-1\"", "id = \"web-1\"\ngroup = \"a b\""))
+            .expect_err("bad group");
+        assert_eq!(e.key, "agent.group");
+    }
+
+    #[test]
     fn defaults_apply() {
         let c = parse("[agent]\nid = \"h\"\n[[jail]]\nname = \"j\"\nlogpath = [\"/l\"]\nfailregex = [\"<HOST>\"]\n")
             .expect("loads");
@@ -766,6 +852,19 @@ failregex = ["<HOST>"]
         assert_eq!((e.key.as_str(), e.line), ("firewall.backend", 9));
         let e = parse(&GOOD.replace("http://127", "grpc://127")).expect_err("bad url");
         assert_eq!(e.key, "server.url");
+        // Plaintext only to this host.
+        let e =
+            parse(&GOOD.replace("http://127.0.0.1", "http://198.18.1.1")).expect_err("plaintext");
+        assert_eq!(e.key, "server.url");
+        assert!(e.to_string().contains("https://"), "{e}");
+        for ok in [
+            "https://198.18.1.1:50051",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+        ] {
+            let c = parse(&GOOD.replace("http://127.0.0.1:50051", ok)).expect(ok);
+            assert_eq!(c.server_url.as_deref(), Some(ok));
+        }
         let e = parse(&GOOD.replace("id = \"web-1\"", "id = \"web 1\"")).expect_err("bad id");
         assert_eq!(e.key, "agent.id");
         let e = parse(&GOOD.replace("maxretry = 3", "maxretry = \"three\"")).expect_err("bad type");

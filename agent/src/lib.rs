@@ -8,10 +8,12 @@ pub mod config;
 pub mod control;
 pub mod detect;
 pub mod enforce;
+pub mod enroll;
 pub mod fail2ban_import;
 pub mod firewall;
 pub mod fsfiles;
 pub mod guard;
+pub mod identity;
 pub mod link;
 pub mod metrics;
 pub mod ranges;
@@ -107,9 +109,12 @@ pub async fn run(
     let enforcer = tokio::spawn(enforcer.run(enforce_rx, applied_tx, stop.clone()));
 
     let (report_tx, report_rx) = mpsc::channel(10_000);
-    let link = config.server_url.clone().map(|url| {
+    let (policy_tx, mut policy_rx) = mpsc::channel::<Vec<crate::detect::JailOverride>>(16);
+    let link = (!config.server_urls.is_empty()).then(|| {
         let link = Link {
-            url,
+            urls: config.server_urls.clone(),
+            policy: policy_tx,
+            state_dir: config.state_dir.clone(),
             hello: pb::Hello {
                 agent_id: config.agent_id.clone(),
                 hostname: hostname::get()
@@ -122,6 +127,7 @@ pub async fn run(
                     .map(|j| j.settings.name.clone())
                     .collect(),
                 last_applied_version: 0,
+                group: config.group.clone(),
             },
             reports: report_rx,
             enforce: enforce_tx.clone(),
@@ -193,6 +199,11 @@ pub async fn run(
                 resolver.remember(&r.pending.name, &r.ips);
                 for d in resolved(&mut detector, r) {
                     handle(d, &enforce_tx, reports.as_ref()).await;
+                }
+            }
+            Some(overrides) = policy_rx.recv() => {
+                for (jail, enabled, s) in detector.apply_policy(&overrides) {
+                    info!(%jail, enabled, maxretry = s.maxretry, findtime_s = s.findtime_ms / 1000, bantime_s = s.bantime_ms / 1000, "jail policy applied");
                 }
             }
             _ = housekeeping.tick() => detector.expire(Utc::now().timestamp_millis()),

@@ -48,6 +48,30 @@ enum Command {
         #[arg(long, value_name = "ZONE")]
         timezone: Option<String>,
     },
+    /// Enroll this agent with the server: exchange an enrollment token (from
+    /// `fleetban-server token create`) for a client certificate, saved in the
+    /// state dir with the server's CA.
+    Enroll {
+        /// The agent's configuration: its id and state dir (and the server
+        /// URL, unless --server is given).
+        #[arg(long, value_name = "FILE", default_value = "/etc/fleetban/agent.toml")]
+        config: PathBuf,
+        /// The server's gRPC URL, https://HOST:PORT (default: [server] url).
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// The enrollment token.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "FLEETBAN_ENROLL_TOKEN",
+            hide_env_values = true
+        )]
+        token: String,
+        /// SHA-256 fingerprint of the server's CA, if not taken from the
+        /// token (both must agree when both are given).
+        #[arg(long, value_name = "SHA256")]
+        ca_fingerprint: Option<String>,
+    },
     /// Check a configuration file and exit: 0 if valid, 1 with the error.
     CheckConfig {
         #[arg(long, value_name = "FILE")]
@@ -141,6 +165,55 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Enroll {
+            config,
+            server,
+            token,
+            ca_fingerprint,
+        } => {
+            let config = match AgentConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let Some(server_url) = server.or(config.server_url.clone()) else {
+                eprintln!("fleetban-agent: no server: give --server https://HOST:PORT or set [server] url");
+                return ExitCode::FAILURE;
+            };
+            let options = fleetban_agent::enroll::EnrollOptions {
+                server_url,
+                token,
+                ca_fingerprint,
+                agent_id: config.agent_id.clone(),
+                hostname: hostname::get()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                state_dir: config.state_dir.clone(),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            match runtime.block_on(fleetban_agent::enroll::enroll(&options)) {
+                Ok(e) => {
+                    println!(
+                        "enrolled as agent {} (group {}); server CA sha256:{}; credential in {}",
+                        e.agent_id,
+                        if e.group.is_empty() {
+                            "(none)"
+                        } else {
+                            &e.group
+                        },
+                        e.ca_fingerprint,
+                        fleetban_agent::identity::dir(&options.state_dir).display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::TestFilter {
             log,
             filter,

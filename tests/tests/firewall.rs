@@ -98,7 +98,7 @@ fn sh(lab: &Lab, host: Host, script: &str) -> String {
 
 fn config(dir: &Path, backend: &str, log: &Path, server: Option<&str>) -> PathBuf {
     let server = server
-        .map(|s| format!("[server]\nurl = \"http://{s}\"\n"))
+        .map(|s| format!("[server]\nurl = \"https://{s}\"\n"))
         .unwrap_or_default();
     let text = format!(
         r#"[agent]
