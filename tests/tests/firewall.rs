@@ -383,13 +383,29 @@ fn bad_input_is_refused_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_ban_made_offline_reaches_the_server_later() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A free port for the server, which starts later.
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .to_string();
+    let data = dir.path().join("data");
+    let server = |grpc: &str| {
+        let mut cmd = Command::new(bin("fleetban-server"));
+        cmd.args(["serve", "--data-dir"]).arg(&data).args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            grpc,
+        ]);
+        Proc::spawn("server", dir.path(), cmd)
+    };
+    // The agent enrolls, then the server goes away.
+    let mut srv = server("127.0.0.1:0");
+    let (_, grpc) = common::server_addrs(&mut srv);
     let log = dir.path().join("auth.log");
     let cfg = config(dir.path(), "log", &log, Some(&grpc));
+    common::enroll(
+        &["--data-dir".as_ref(), data.as_os_str()],
+        Command::new(bin("fleetban-agent")),
+        &cfg,
+        &grpc,
+    );
+    srv.stop();
     let mut cmd = Command::new(bin("fleetban-agent"));
     cmd.args(["run", "--config"]).arg(&cfg);
     let mut agent = Proc::spawn("agent", dir.path(), cmd);
@@ -407,16 +423,8 @@ async fn a_manual_ban_made_offline_reaches_the_server_later() {
     );
     agent.wait_for("blocked target=192.0.2.77/32", 1, Duration::from_secs(10));
 
-    let data = dir.path().join("data");
-    let mut server = Command::new(bin("fleetban-server"));
-    server.args(["serve", "--data-dir"]).arg(&data).args([
-        "--http-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        &grpc,
-    ]);
-    let mut server = Proc::spawn("server", dir.path(), server);
-    common::server_addrs(&mut server);
+    let mut srv = server(&grpc);
+    common::server_addrs(&mut srv);
     agent.wait_for("connected to server", 1, Duration::from_secs(30));
     let url = format!("sqlite://{}", data.join("fleetban.db").display());
     let db = sqlx::SqlitePool::connect(&url).await.expect("open sqlite");
@@ -438,8 +446,8 @@ async fn a_manual_ban_made_offline_reaches_the_server_later() {
         vec![("192.0.2.77/32".to_owned(), "manual".to_owned())],
         "{}\n{}",
         agent.output(),
-        server.output()
+        srv.output()
     );
     agent.stop();
-    server.stop();
+    srv.stop();
 }
