@@ -2,7 +2,7 @@
 //! decisions, folded into one entry per target, and the difference between
 //! that and what the firewall holds. Pure: time is an input (Unix ms).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use fleetban_proto::BlockEntry;
 use ipnet::IpNet;
@@ -48,11 +48,43 @@ pub struct Saved {
     pub fleet: Vec<FleetBan>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BlockList {
     local: HashMap<IpNet, LocalBan>,
     fleet: HashMap<u64, (IpNet, Expiry)>,
+    /// Fleet decision ids by target.
+    fleet_by_target: HashMap<IpNet, Vec<u64>>,
     fleet_version: u64,
+    /// Host targets changed since [`BlockList::take_touched`].
+    touched: HashSet<IpNet>,
+    /// A prefix changed, or everything did: only a full recomputation tells.
+    all_touched: bool,
+}
+
+impl Default for BlockList {
+    fn default() -> Self {
+        BlockList {
+            local: HashMap::new(),
+            fleet: HashMap::new(),
+            fleet_by_target: HashMap::new(),
+            fleet_version: 0,
+            touched: HashSet::new(),
+            all_touched: true,
+        }
+    }
+}
+
+/// What changed since the last look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touched {
+    /// These host addresses only.
+    Hosts(Vec<IpNet>),
+    /// Prefixes, or everything.
+    All,
+}
+
+fn is_host(t: &IpNet) -> bool {
+    t.prefix_len() == t.max_prefix_len()
 }
 
 /// Changes to make in the firewall, with remaining times in ms.
@@ -70,9 +102,50 @@ impl Changes {
 }
 
 impl BlockList {
+    fn touch(&mut self, target: IpNet) {
+        if is_host(&target) {
+            self.touched.insert(target);
+        } else {
+            self.all_touched = true;
+        }
+    }
+
+    /// Makes the next [`BlockList::take_touched`] say everything changed.
+    pub fn clear_touched_to_all(&mut self) {
+        self.all_touched = true;
+    }
+
+    /// What changed since the last call.
+    pub fn take_touched(&mut self) -> Touched {
+        if std::mem::take(&mut self.all_touched) {
+            self.touched.clear();
+            return Touched::All;
+        }
+        Touched::Hosts(self.touched.drain().collect())
+    }
+
+    fn fleet_insert(&mut self, id: u64, target: IpNet, until: Expiry) {
+        if let Some((old, _)) = self.fleet.insert(id, (target, until)) {
+            self.fleet_unindex(id, old);
+        }
+        self.fleet_by_target.entry(target).or_default().push(id);
+        self.touch(target);
+    }
+
+    fn fleet_unindex(&mut self, id: u64, target: IpNet) {
+        if let Some(ids) = self.fleet_by_target.get_mut(&target) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.fleet_by_target.remove(&target);
+            }
+        }
+        self.touch(target);
+    }
+
     /// A ban by one of this agent's jails or by hand. A ban of a target
     /// already banned keeps the later expiry.
     pub fn add_local(&mut self, ban: LocalBan) {
+        let target = ban.target;
         match self.local.get_mut(&ban.target) {
             Some(old) => {
                 if later(old.expires_ms, ban.expires_ms) == ban.expires_ms {
@@ -83,21 +156,25 @@ impl BlockList {
                 self.local.insert(ban.target, ban);
             }
         }
+        self.touch(target);
     }
 
     /// Lifts this agent's own ban of `target`; true when there was one.
     pub fn remove_local(&mut self, target: &IpNet) -> bool {
-        self.local.remove(target).is_some()
+        let removed = self.local.remove(target).is_some();
+        if removed {
+            self.touch(*target);
+        }
+        removed
     }
 
     /// Fleet decisions on exactly `target`.
     pub fn fleet_ids(&self, target: &IpNet) -> Vec<u64> {
-        let mut ids: Vec<u64> = self
-            .fleet
-            .iter()
-            .filter(|(_, (t, _))| t == target)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut ids = self
+            .fleet_by_target
+            .get(target)
+            .cloned()
+            .unwrap_or_default();
         ids.sort_unstable();
         ids
     }
@@ -107,6 +184,8 @@ impl BlockList {
     pub fn clear(&mut self) {
         self.local.clear();
         self.fleet.clear();
+        self.fleet_by_target.clear();
+        self.all_touched = true;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -115,11 +194,13 @@ impl BlockList {
 
     /// Replaces the fleet's part with a snapshot.
     pub fn replace_fleet(&mut self, version: u64, entries: &[BlockEntry]) {
-        self.fleet = entries
-            .iter()
-            .map(|e| (e.id, (e.target, expiry(e))))
-            .collect();
+        self.fleet.clear();
+        self.fleet_by_target.clear();
+        for e in entries {
+            self.fleet_insert(e.id, e.target, expiry(e));
+        }
         self.fleet_version = version;
+        self.all_touched = true;
     }
 
     /// Applies a delta. Returns false (and changes nothing) for a delta older
@@ -129,10 +210,12 @@ impl BlockList {
             return false;
         }
         for e in added {
-            self.fleet.insert(e.id, (e.target, expiry(e)));
+            self.fleet_insert(e.id, e.target, expiry(e));
         }
         for id in removed {
-            self.fleet.remove(id);
+            if let Some((target, _)) = self.fleet.remove(id) {
+                self.fleet_unindex(*id, target);
+            }
         }
         self.fleet_version = version;
         true
@@ -144,12 +227,65 @@ impl BlockList {
 
     /// Forgets entries that expired; returns how many.
     pub fn expire(&mut self, now_ms: i64) -> usize {
-        let before = self.local.len() + self.fleet.len();
-        self.local
-            .retain(|_, b| b.expires_ms.is_none_or(|u| u > now_ms));
-        self.fleet
-            .retain(|_, (_, until)| until.is_none_or(|u| u > now_ms));
-        before - self.local.len() - self.fleet.len()
+        let live = |u: &Expiry| u.is_none_or(|u| u > now_ms);
+        let gone_local: Vec<IpNet> = self
+            .local
+            .values()
+            .filter(|b| !live(&b.expires_ms))
+            .map(|b| b.target)
+            .collect();
+        let gone_fleet: Vec<(u64, IpNet)> = self
+            .fleet
+            .iter()
+            .filter(|(_, (_, u))| !live(u))
+            .map(|(id, (t, _))| (*id, *t))
+            .collect();
+        for t in &gone_local {
+            self.local.remove(t);
+            self.touch(*t);
+        }
+        for (id, t) in &gone_fleet {
+            self.fleet.remove(id);
+            self.fleet_unindex(*id, *t);
+        }
+        gone_local.len() + gone_fleet.len()
+    }
+
+    /// The prefixes to enforce, folded into disjoint ones
+    /// ([`ranges::flatten`]).
+    pub fn prefixes(&self, now_ms: i64) -> Vec<(IpNet, Expiry)> {
+        let live = self
+            .local
+            .values()
+            .map(|b| (b.target, b.expires_ms))
+            .chain(self.fleet.values().copied())
+            .filter(|(t, u)| !is_host(t) && u.is_none_or(|u| u > now_ms));
+        ranges::flatten(live)
+    }
+
+    /// Whether host `target` is to be enforced and until when (`None`: not
+    /// at all), given the enforced prefixes `nets`: the latest expiry of its
+    /// bans, unless a prefix lasting as long covers it.
+    pub fn host_wanted(
+        &self,
+        target: &IpNet,
+        now_ms: i64,
+        nets: &[(IpNet, Expiry)],
+    ) -> Option<Expiry> {
+        let local = self.local.get(target).map(|b| b.expires_ms);
+        let fleet = self
+            .fleet_by_target
+            .get(target)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.fleet.get(id).map(|(_, u)| *u));
+        let mut want: Option<Expiry> = None;
+        for u in local.into_iter().chain(fleet) {
+            if u.is_none_or(|u| u > now_ms) {
+                want = Some(want.map_or(u, |w| later(w, u)));
+            }
+        }
+        want.filter(|u| !ranges::covered(nets, target, *u))
     }
 
     /// What the kernel should hold: one entry per host address with its
@@ -157,25 +293,24 @@ impl BlockList {
     /// ([`ranges::flatten`]); a host inside a prefix that lasts as long is
     /// left out. Expired entries are left out.
     pub fn desired(&self, now_ms: i64) -> Enforced {
+        self.desired_with(now_ms, self.prefixes(now_ms))
+    }
+
+    /// [`BlockList::desired`] with the prefixes already computed.
+    pub fn desired_with(&self, now_ms: i64, nets: Vec<(IpNet, Expiry)>) -> Enforced {
         let live = self
             .local
             .values()
             .map(|b| (b.target, b.expires_ms))
             .chain(self.fleet.values().copied())
-            .filter(|(_, u)| u.is_none_or(|u| u > now_ms));
+            .filter(|(t, u)| is_host(t) && u.is_none_or(|u| u > now_ms));
         let mut hosts: HashMap<IpNet, Expiry> = HashMap::new();
-        let mut prefixes = Vec::new();
         for (target, until) in live {
-            if target.prefix_len() == target.max_prefix_len() {
-                hosts
-                    .entry(target)
-                    .and_modify(|e| *e = later(*e, until))
-                    .or_insert(until);
-            } else {
-                prefixes.push((target, until));
-            }
+            hosts
+                .entry(target)
+                .and_modify(|e| *e = later(*e, until))
+                .or_insert(until);
         }
-        let nets = ranges::flatten(prefixes);
         let mut out: Enforced = hosts
             .into_iter()
             .filter(|(h, u)| !ranges::covered(&nets, h, *u))
@@ -209,14 +344,15 @@ impl BlockList {
     pub fn restore(saved: Saved, now_ms: i64) -> Self {
         let mut b = BlockList {
             local: saved.local.into_iter().map(|l| (l.target, l)).collect(),
-            fleet: saved
-                .fleet
-                .into_iter()
-                .map(|f| (f.id, (f.target, f.expires_ms)))
-                .collect(),
-            fleet_version: saved.fleet_version,
+            ..BlockList::default()
         };
+        for f in saved.fleet {
+            b.fleet_insert(f.id, f.target, f.expires_ms);
+        }
+        b.fleet_version = saved.fleet_version;
         b.expire(now_ms);
+        b.touched.clear();
+        b.all_touched = true;
         b
     }
 }
@@ -263,6 +399,46 @@ fn same(a: Expiry, b: Expiry) -> bool {
         (None, None) => true,
         (Some(a), Some(b)) => (a - b).abs() < EXPIRY_SLACK_MS,
         _ => false,
+    }
+}
+
+/// Brings `applied` (what the firewall holds) up to date with what changed
+/// in `list` since the last call, and returns the changes to make. When
+/// only host addresses changed, only they are looked at, so one ban costs
+/// the same with a million entries held; a changed prefix recomputes
+/// everything (and refreshes `nets`, the enforced prefixes).
+pub fn update(
+    list: &mut BlockList,
+    applied: &mut Enforced,
+    nets: &mut Vec<(IpNet, Expiry)>,
+    now_ms: i64,
+) -> Changes {
+    match list.take_touched() {
+        Touched::All => {
+            *nets = list.prefixes(now_ms);
+            let desired = list.desired_with(now_ms, nets.clone());
+            let changes = diff(applied, &desired, now_ms);
+            *applied = desired;
+            changes
+        }
+        Touched::Hosts(mut targets) => {
+            targets.sort_unstable();
+            let mut changes = Changes::default();
+            for t in targets {
+                let want = list.host_wanted(&t, now_ms, nets);
+                let have = applied.get(&t).copied();
+                let one =
+                    |e: Option<Expiry>| -> Enforced { e.map(|e| (t, e)).into_iter().collect() };
+                let c = diff(&one(have), &one(want), now_ms);
+                changes.add.extend(c.add);
+                changes.remove.extend(c.remove);
+                match want {
+                    Some(e) => applied.insert(t, e),
+                    None => applied.remove(&t),
+                };
+            }
+            changes
+        }
     }
 }
 
@@ -519,7 +695,86 @@ mod tests {
         assert!(diff(&desired, &desired, 1_000).is_empty());
     }
 
+    /// One step of a random history of the block list.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Local(u8, u8, Option<i64>),
+        Unban(u8, u8),
+        Fleet(u64, u8, u8, Option<i64>),
+        Revoke(u64),
+        Expire(i64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let len = prop_oneof![Just(32u8), Just(32u8), Just(30u8), Just(28u8)];
+        // Seconds apart: expiries closer than EXPIRY_SLACK_MS count as one.
+        let until = proptest::option::of((1i64..100).prop_map(|s| s * 1_000));
+        prop_oneof![
+            (0u8..40, len.clone(), until.clone()).prop_map(|(a, l, u)| Op::Local(a, l, u)),
+            (0u8..40, len.clone()).prop_map(|(a, l)| Op::Unban(a, l)),
+            (0u64..8, 0u8..40, len, until).prop_map(|(i, a, l, u)| Op::Fleet(i, a, l, u)),
+            (0u64..8).prop_map(Op::Revoke),
+            (1i64..10).prop_map(|s| Op::Expire(s * 1_000)),
+        ]
+    }
+
+    fn target(a: u8, len: u8) -> IpNet {
+        IpNet::new(std::net::Ipv4Addr::new(192, 0, 2, a).into(), len)
+            .expect("net")
+            .trunc()
+    }
+
     proptest::proptest! {
+        /// Incremental updates end where a full recomputation does, and the
+        /// changes they return take the kernel there too.
+        #[test]
+        fn incremental_updates_match_a_full_recomputation(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut list = BlockList::default();
+            let mut applied = Enforced::new();
+            let mut nets = Vec::new();
+            let mut kernel = Enforced::new();
+            let mut now = 0;
+            let mut version = 0;
+            for op in ops {
+                match op {
+                    Op::Local(a, l, u) => list.add_local(LocalBan {
+                        target: target(a, l),
+                        expires_ms: u.map(|u| now + u),
+                        origin: "local".into(),
+                        jail: String::new(),
+                        reason: String::new(),
+                    }),
+                    Op::Unban(a, l) => {
+                        list.remove_local(&target(a, l));
+                    }
+                    Op::Fleet(id, a, l, u) => {
+                        version += 1;
+                        let e = entry(id, &target(a, l).to_string(), u.map(|u| now + u));
+                        list.apply_delta(version, &[e], &[]);
+                    }
+                    Op::Revoke(id) => {
+                        version += 1;
+                        list.apply_delta(version, &[], &[id]);
+                    }
+                    Op::Expire(d) => {
+                        now += d;
+                        list.expire(now);
+                    }
+                }
+                let c = update(&mut list, &mut applied, &mut nets, now);
+                kernel.retain(|_, u| u.is_none_or(|u| u > now));
+                for r in &c.remove { kernel.remove(r); }
+                for (t, rem) in &c.add { kernel.insert(*t, rem.map(|r| r + now)); }
+                let full = list.desired(now);
+                let live: Enforced = applied.iter().filter(|(_, u)| u.is_none_or(|u| u > now)).map(|(t, u)| (*t, *u)).collect();
+                proptest::prop_assert_eq!(&live, &full);
+                for (t, u) in &full {
+                    proptest::prop_assert!(kernel.get(t).is_some_and(|k| same(*k, *u)), "{} missing", t);
+                }
+            }
+        }
+
         /// Applying the diff to `applied` yields `desired` (live entries).
         #[test]
         fn diff_converges(a in proptest::collection::btree_map(0u8..20, proptest::option::of(0i64..20_000), 0..15),

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::blocklist::{diff, drift, BlockList, Enforced, Expiry, LocalBan, Saved};
+use crate::blocklist::{drift, update, BlockList, Enforced, Expiry, LocalBan, Saved};
 use crate::firewall::{Entry, Firewall, FirewallError, MAX_TIMEOUT_MS};
 use crate::guard::Guard;
 use crate::metrics::FirewallMetrics;
@@ -126,6 +126,8 @@ pub struct EnforceOptions {
 pub struct Enforcer {
     list: BlockList,
     applied: Enforced,
+    /// The enforced prefixes, merged (see [`update`]).
+    nets: Vec<(IpNet, Expiry)>,
     firewall: Box<dyn Firewall>,
     opts: EnforceOptions,
     /// The list changed since it was last applied.
@@ -138,7 +140,13 @@ pub struct Enforcer {
     flushed: bool,
     repaired: DriftCounts,
     last_reconcile: Option<i64>,
+    /// No read-back before this: reading a huge table back is costly, so
+    /// read-backs take at most a tenth of the time.
+    next_check: Instant,
 }
+
+/// Read-backs are spaced at least this many times their own duration.
+const READ_BACK_SPACING: u32 = 10;
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -159,11 +167,14 @@ impl Enforcer {
         opts: EnforceOptions,
     ) -> Result<Self, FirewallError> {
         let now = now_ms();
-        let list = match &opts.state_file {
+        let mut list = match &opts.state_file {
             Some(path) => BlockList::restore(load(path), now),
             None => BlockList::default(),
         };
-        let desired = list.desired(now);
+        let mut applied = Enforced::new();
+        let mut nets = Vec::new();
+        update(&mut list, &mut applied, &mut nets, now);
+        let desired = applied;
         firewall.sync(&entries(&desired, now)).await?;
         opts.metrics.entries.set(desired.len() as i64);
         info!(
@@ -175,6 +186,7 @@ impl Enforcer {
         Ok(Enforcer {
             list,
             applied: desired,
+            nets,
             firewall,
             opts,
             changed: false,
@@ -183,6 +195,7 @@ impl Enforcer {
             flushed: false,
             repaired: DriftCounts::default(),
             last_reconcile: None,
+            next_check: Instant::now(),
         })
     }
 
@@ -379,6 +392,7 @@ impl Enforcer {
         let n = self.applied.len();
         self.list.clear();
         self.applied.clear();
+        self.nets.clear();
         self.unsaved = true;
         self.changed = false;
         self.flushed = true;
@@ -455,11 +469,9 @@ impl Enforcer {
             return true;
         }
         let now = now_ms();
-        let desired = self.list.desired(now);
-        let changes = diff(&self.applied, &desired, now);
-        self.opts.metrics.entries.set(desired.len() as i64);
+        let changes = update(&mut self.list, &mut self.applied, &mut self.nets, now);
+        self.opts.metrics.entries.set(self.applied.len() as i64);
         if changes.is_empty() {
-            self.applied = desired;
             return true;
         }
         match self.firewall.apply(&changes).await {
@@ -478,18 +490,25 @@ impl Enforcer {
                         "block list changed"
                     );
                 }
-                self.applied = desired;
                 true
             }
             Err(e) => {
                 warn!(error = %e, "firewall change failed; resynchronising");
                 self.opts.metrics.errors.inc();
-                self.resync(desired, now).await
+                self.resync(now).await
             }
         }
     }
 
-    async fn resync(&mut self, desired: Enforced, now: i64) -> bool {
+    /// The whole block list, recomputed (and the prefixes cached).
+    fn desired_now(&mut self, now: i64) -> Enforced {
+        self.nets = self.list.prefixes(now);
+        self.list.desired_with(now, self.nets.clone())
+    }
+
+    /// Replaces everything the firewall holds with the block list.
+    async fn resync(&mut self, now: i64) -> bool {
+        let desired = self.desired_now(now);
         match self.firewall.sync(&entries(&desired, now)).await {
             Ok(()) => {
                 self.applied = desired;
@@ -498,6 +517,9 @@ impl Enforcer {
             Err(e) => {
                 warn!(error = %e, "firewall sync failed; retrying");
                 self.opts.metrics.errors.inc();
+                // What the firewall holds is unknown: the next try starts over.
+                self.applied.clear();
+                self.list.clear_touched_to_all();
                 self.changed = true;
                 false
             }
@@ -510,11 +532,29 @@ impl Enforcer {
         if self.flushed {
             return;
         }
+        if Instant::now() < self.next_check {
+            return;
+        }
+        if self.changed {
+            // Pending changes first; the kernel is compared with them in.
+            self.reconcile().await;
+        }
+        let started = Instant::now();
         let now = now_ms();
         self.last_reconcile = Some(now);
         self.opts.metrics.reconciles.inc();
-        let desired = self.list.desired(now);
-        let read = match self.firewall.read().await {
+        let desired = self.desired_now(now);
+        let read = self.firewall.read().await;
+        let took = started.elapsed();
+        self.next_check = Instant::now() + took * READ_BACK_SPACING;
+        if took > self.opts.reconcile_interval / READ_BACK_SPACING {
+            info!(
+                took_ms = took.as_millis() as u64,
+                next_in_s = (took * READ_BACK_SPACING).as_secs(),
+                "reading the firewall back is slow; read-backs spaced out"
+            );
+        }
+        let read = match read {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "cannot read the firewall back");
@@ -529,7 +569,7 @@ impl Enforcer {
             );
             self.repaired.structure += 1;
             self.opts.metrics.drifted("structure", 1);
-            self.resync(desired, now).await;
+            self.resync(now).await;
             return;
         }
         let d = drift(&read.entries, &desired, now, MAX_TIMEOUT_MS);
@@ -553,7 +593,7 @@ impl Enforcer {
             Ok(()) => self.applied = desired,
             Err(e) => {
                 warn!(error = %e, "repair failed; resynchronising");
-                self.resync(desired, now).await;
+                self.resync(now).await;
             }
         }
     }

@@ -251,7 +251,7 @@ fn main() -> ExitCode {
         ),
         Command::Firewall {
             command: FirewallCommand::Status { json, socket },
-        } => finish(client(Ok(Request::Status), &socket, json)),
+        } => finish(status(&socket, json)),
         Command::Firewall {
             command: FirewallCommand::Flush { socket },
         } => finish(flush(&socket)),
@@ -387,6 +387,76 @@ fn client(
         Some(status) if json => println!("{}", serde_json::to_string_pretty(&status)?),
         Some(status) => print_status(&status),
         None => println!("{}", answer.message),
+    }
+    Ok(())
+}
+
+/// The running agent's status; with no agent running, what the kernel
+/// holds for fleetban, read directly.
+fn status(socket: &SocketArgs, json: bool) -> CliResult {
+    let (path, config) = socket.resolve()?;
+    let rt = runtime()?;
+    let err = match rt.block_on(control::request(&path, &Request::Status)) {
+        Ok(a) if a.ok => {
+            match a.status {
+                Some(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
+                Some(s) => print_status(&s),
+                None => println!("{}", a.message),
+            }
+            return Ok(());
+        }
+        Ok(a) => return Err(a.message.into()),
+        Err(e @ control::ControlError::Unreachable { .. }) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(config) = config else {
+        return Err(err.into());
+    };
+    if config.firewall.backend == fleetban_agent::config::FirewallBackend::Log {
+        // A dry run holds nothing outside the agent.
+        return Err(err.into());
+    }
+    let mut fw = fleetban_agent::firewall::from_config(&config.firewall);
+    let read = rt.block_on(fw.read())?;
+    const SHOWN: usize = 10_000;
+    if json {
+        let entries: Vec<serde_json::Value> = read
+            .entries
+            .iter()
+            .take(SHOWN)
+            .map(|(t, left)| serde_json::json!({"target": t.to_string(), "timeout_ms": left}))
+            .collect();
+        let v = serde_json::json!({
+            "agent_running": false,
+            "backend": fw.name(),
+            "intact": read.intact,
+            "kernel": read.entries.len(),
+            "entries": entries,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("no running agent ({err})");
+    println!(
+        "backend: {}; the kernel holds {} entries; table and rules {}",
+        fw.name(),
+        read.entries.len(),
+        if read.intact {
+            "intact"
+        } else if read.entries.is_empty() {
+            "absent"
+        } else {
+            "NOT intact"
+        }
+    );
+    for (t, left) in read.entries.iter().take(SHOWN) {
+        match left {
+            Some(ms) => println!("  {:<20} expires in {} s", t.to_string(), ms / 1_000),
+            None => println!("  {:<20} no timeout", t.to_string()),
+        }
+    }
+    if read.entries.len() > SHOWN {
+        println!("  ... {} more", read.entries.len() - SHOWN);
     }
     Ok(())
 }

@@ -294,6 +294,12 @@ fn enforcement(backend: &str) {
         &lab, &service, &attacker
     )));
     agent.stop();
+    // With the agent stopped, status reads the kernel directly.
+    let out = cli_ok(&lab, &cfg, &["firewall", "status"]);
+    assert!(
+        out.contains("no running agent") && out.contains(&format!("{attacker}/32")),
+        "{out}"
+    );
     let out = cli_ok(&lab, &cfg, &["firewall", "flush"]);
     assert!(out.contains("no running agent"), "{out}");
     assert!(!held(&lab, backend).contains(&attacker));
@@ -370,4 +376,78 @@ fn bad_input_is_refused_with_a_clear_error() {
         e.contains("cannot run nft") && e.contains("backend = \"ipset\""),
         "{e}"
     );
+}
+
+/// A manual ban made while the server is away is enforced at once and
+/// reaches the server, as a local ban of jail `manual`, once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_ban_made_offline_reaches_the_server_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = |grpc: &str| {
+        let mut cmd = Command::new(bin("fleetban-server"));
+        cmd.args(["serve", "--data-dir"]).arg(&data).args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            grpc,
+        ]);
+        Proc::spawn("server", dir.path(), cmd)
+    };
+    // The agent enrolls, then the server goes away.
+    let mut srv = server("127.0.0.1:0");
+    let (_, grpc) = common::server_addrs(&mut srv);
+    let log = dir.path().join("auth.log");
+    let cfg = config(dir.path(), "log", &log, Some(&grpc));
+    common::enroll(
+        &["--data-dir".as_ref(), data.as_os_str()],
+        Command::new(bin("fleetban-agent")),
+        &cfg,
+        &grpc,
+    );
+    srv.stop();
+    let mut cmd = Command::new(bin("fleetban-agent"));
+    cmd.args(["run", "--config"]).arg(&cfg);
+    let mut agent = Proc::spawn("agent", dir.path(), cmd);
+    agent.wait_for("server link down", 1, Duration::from_secs(30));
+
+    let out = cli(
+        None,
+        &cfg,
+        &["ban", "192.0.2.77", "--for", "2h", "--reason", "scanner"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent.wait_for("blocked target=192.0.2.77/32", 1, Duration::from_secs(10));
+
+    let mut srv = server(&grpc);
+    common::server_addrs(&mut srv);
+    agent.wait_for("connected to server", 1, Duration::from_secs(30));
+    let url = format!("sqlite://{}", data.join("fleetban.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.expect("open sqlite");
+    let mut found = Vec::new();
+    for _ in 0..250 {
+        found = sqlx::query_as::<_, (String, String)>(
+            "SELECT target, jail FROM decisions WHERE target = '192.0.2.77/32'",
+        )
+        .fetch_all(&db)
+        .await
+        .expect("query");
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        found,
+        vec![("192.0.2.77/32".to_owned(), "manual".to_owned())],
+        "{}\n{}",
+        agent.output(),
+        srv.output()
+    );
+    agent.stop();
+    srv.stop();
 }

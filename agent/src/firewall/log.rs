@@ -17,6 +17,9 @@ pub struct LogFirewall {
     made: bool,
 }
 
+/// Entries of a full sync logged one by one at most.
+const LOGGED: usize = 100;
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -38,8 +41,15 @@ impl Firewall for LogFirewall {
             entries = entries.len(),
             "firewall (dry run): would replace the block list"
         );
-        for (target, remaining) in entries {
+        // A long list is summed up, not logged line by line.
+        for (target, remaining) in entries.iter().take(LOGGED) {
             info!(%target, timeout_ms = remaining.unwrap_or(0), "firewall (dry run): would block");
+        }
+        if entries.len() > LOGGED {
+            info!(
+                more = entries.len() - LOGGED,
+                "firewall (dry run): would block more"
+            );
         }
         Ok(())
     }

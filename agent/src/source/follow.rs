@@ -296,10 +296,18 @@ pub fn spawn_files(
 ) -> SourceHandle {
     let mut waker = Waker::new(backend);
     let wake = waker.handle();
+    // The first poll takes each file's starting position (its end, for
+    // `start = "end"`); the caller waits for it, so that a line written once
+    // the agent says it runs is never taken for an old one.
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let thread = std::thread::spawn(move || {
         info!(path = %group.spec.display(), "following log path");
+        let mut started = Some(started_tx);
         while !stop.load(Ordering::Relaxed) {
             let batches = group.poll(Instant::now());
+            if let Some(tx) = started.take() {
+                let _ = tx.send(());
+            }
             let idle = batches.is_empty();
             for b in batches {
                 metrics.queued_batches.inc();
@@ -315,5 +323,10 @@ pub fn spawn_files(
             }
         }
     });
+    // Bounded: a hung file system must not hold the agent's start forever.
+    let _ = started_rx.recv_timeout(START_WAIT);
     SourceHandle::new(thread, Some(wake), None)
 }
+
+/// How long starting a file source waits for its first poll.
+const START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
