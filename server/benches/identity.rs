@@ -113,7 +113,7 @@ async fn main() {
                 AgentEndpoint::new(service, stop.clone()).with_identities(ids.clone()),
             ))
             .add_service(EnrollServiceServer::new(EnrollEndpoint::new(ids.clone())))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            .serve_with_incoming(fleetban_server::nodelay(TcpListenerStream::new(listener))),
     );
     // The once-a-second poll of `fleetban_server::run`.
     let poller = ids.clone();
