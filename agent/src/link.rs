@@ -3,7 +3,8 @@
 //! stays pending until the server acknowledges it, and pending batches are
 //! sent again after a reconnect (the server stores each id once). While the
 //! server is away, detection and local bans go on; pending batches are
-//! bounded, the oldest dropped (and counted) past the bound.
+//! bounded, the oldest dropped (and counted) past the bound. With several
+//! server URLs (replicas), each lost stream moves on to the next one.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::detect::JailOverride;
 use crate::enforce::EnforceCmd;
 
 /// Something to report to the server.
@@ -39,7 +41,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub struct Link {
-    pub url: String,
+    /// Server replicas, tried in turn (at least one).
+    pub urls: Vec<String>,
+    /// Jail policies pushed by the server, for detection to apply.
+    pub policy: mpsc::Sender<Vec<JailOverride>>,
     /// Where the agent's credential is (`identity/`).
     pub state_dir: std::path::PathBuf,
     pub hello: pb::Hello,
@@ -117,11 +122,16 @@ impl Link {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut pending = Pending::default();
         let mut backoff = BACKOFF_MIN;
+        let mut next = 0usize;
         loop {
-            match self.session(&mut pending, &stop, &mut backoff).await {
+            let Some(url) = self.urls.get(next % self.urls.len().max(1)).cloned() else {
+                return;
+            };
+            next = next.wrapping_add(1);
+            match self.session(&url, &mut pending, &stop, &mut backoff).await {
                 End::Stopped => return,
                 End::Lost(why) => {
-                    warn!(server = %self.url, reason = %why, retry_in_ms = backoff.as_millis() as u64, "server link down")
+                    warn!(server = %url, reason = %why, retry_in_ms = backoff.as_millis() as u64, "server link down")
                 }
             }
             // Keep collecting reports while waiting to reconnect.
@@ -149,11 +159,12 @@ impl Link {
 
     async fn session(
         &mut self,
+        url: &str,
         pending: &mut Pending,
         stop: &CancellationToken,
         backoff: &mut Duration,
     ) -> End {
-        let endpoint = match crate::identity::endpoint(&self.url, &self.state_dir) {
+        let endpoint = match crate::identity::endpoint(url, &self.state_dir) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_keepalive(Some(Duration::from_secs(30)))
@@ -210,7 +221,7 @@ impl Link {
                 }
                 m = inbound.message() => match m {
                     Ok(Some(m)) => {
-                        if let Some(end) = self.on_server(m, pending, &mut snapshot, backoff).await {
+                        if let Some(end) = self.on_server(url, m, pending, &mut snapshot, backoff).await {
                             return end;
                         }
                     }
@@ -235,6 +246,7 @@ impl Link {
 
     async fn on_server(
         &mut self,
+        url: &str,
         m: pb::ServerMessage,
         pending: &mut Pending,
         snapshot: &mut Option<(u64, Vec<BlockEntry>)>,
@@ -242,7 +254,7 @@ impl Link {
     ) -> Option<End> {
         match m.msg? {
             ServerMsg::Welcome(w) => {
-                info!(server = %self.url, server_version = %w.server_version, "connected to server");
+                info!(server = %url, server_version = %w.server_version, "connected to server");
                 *backoff = BACKOFF_MIN;
             }
             ServerMsg::Snapshot(s) => {
@@ -278,12 +290,33 @@ impl Link {
                 }
             }
             ServerMsg::Ack(a) => pending.ack(a.seq),
-            ServerMsg::PolicyUpdate(_) | ServerMsg::Command(_) => {
+            ServerMsg::PolicyUpdate(p) => {
+                debug!(version = p.version, jails = p.jails.len(), "jail policy");
+                if self.policy.send(overrides(p)).await.is_err() {
+                    return Some(End::Stopped);
+                }
+            }
+            ServerMsg::Command(_) => {
                 debug!("server message not handled by this agent version");
             }
         }
         None
     }
+}
+
+/// The server's jail policy; zero values keep the agent's own settings.
+fn overrides(p: pb::PolicyUpdate) -> Vec<JailOverride> {
+    let ms = |s: i64| (s > 0).then(|| s.saturating_mul(1000));
+    p.jails
+        .into_iter()
+        .map(|j| JailOverride {
+            jail: j.jail,
+            enabled: j.enabled,
+            maxretry: (j.maxretry > 0).then_some(j.maxretry),
+            findtime_ms: ms(j.findtime_s),
+            bantime_ms: ms(j.bantime_s),
+        })
+        .collect()
 }
 
 /// Why the server refused the stream, with a hint when TLS itself failed.

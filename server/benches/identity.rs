@@ -96,7 +96,7 @@ async fn main() {
             store.clone(),
             Arc::new(SystemClock),
             Arc::new(Metrics::new()),
-            Default::default(),
+            &Default::default(),
         )
         .await
         .expect("service"),

@@ -28,6 +28,9 @@ pub struct ServerFile {
     /// The fleet's correlation rules.
     #[serde(default)]
     pub policy: crate::policy_config::PolicyFile,
+    /// Block-list feeds (`[[feed]]`).
+    #[serde(default)]
+    pub feed: Vec<crate::feeds::FeedFile>,
     /// TLS on the gRPC port and agent certificates.
     #[serde(default)]
     pub tls: TlsFile,
@@ -68,6 +71,10 @@ pub struct ServerConfig {
     pub grpc_listen: SocketAddr,
     pub event_retention: chrono::Duration,
     pub policy: fleetban_policy::Policy,
+    /// The policies that seed an empty database.
+    pub policy_seed: crate::policy_config::PolicySeed,
+    /// Block-list feeds imported on a schedule.
+    pub feeds: Vec<crate::feeds::FeedConfig>,
     pub tls: TlsSettings,
 }
 
@@ -107,10 +114,17 @@ impl ServerConfig {
             })?;
         let file_path = path.unwrap_or(Path::new("server.toml"));
         let mut file = file;
-        let policy = std::mem::take(&mut file.policy).into_policy(file_path, &source)?;
+        let seed = std::mem::take(&mut file.policy).into_seed(file_path, &source)?;
+        let feeds = crate::feeds::FeedConfig::check_all(
+            std::mem::take(&mut file.feed),
+            file_path,
+            &source,
+        )?;
         let tls = std::mem::take(&mut file.tls);
         let mut config = Self::resolve(file, overrides, event_retention);
-        config.policy = policy;
+        config.policy = seed.policy.clone();
+        config.policy_seed = seed;
+        config.feeds = feeds;
         config.tls = tls.check(file_path, &source, config.grpc_listen)?;
         Ok(config)
     }
@@ -147,6 +161,12 @@ impl ServerConfig {
             },
             event_retention,
             policy: fleetban_policy::Policy::default(),
+            policy_seed: crate::policy_config::PolicySeed {
+                policy: fleetban_policy::Policy::default(),
+                rules_toml: String::new(),
+                jails: Vec::new(),
+            },
+            feeds: Vec::new(),
         }
     }
 

@@ -4,7 +4,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
+pub mod feeds;
 pub mod grpc;
 pub mod http;
 pub mod identity;
@@ -23,7 +25,7 @@ use tracing::info;
 
 use crate::metrics::Metrics;
 use crate::service::identity::Identities;
-use crate::service::{Service, SystemClock};
+use crate::service::{Service, ServiceError, SystemClock};
 use crate::store::{Store, StoreError};
 
 /// The server stopped with an error.
@@ -31,10 +33,16 @@ use crate::store::{Store, StoreError};
 pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("cannot build the feeds' HTTP client: {0}")]
+    FeedClient(#[source] reqwest::Error),
     #[error("gRPC endpoint failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP endpoint failed: {0}")]
     Http(#[source] std::io::Error),
+    #[error("cannot set up authentication: {0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Once a second, tells agents which bans expired; every ten minutes,
@@ -82,10 +90,15 @@ pub fn nodelay(
 #[derive(Clone)]
 pub struct RunOptions {
     pub event_retention: chrono::Duration,
-    pub policy: fleetban_policy::Policy,
+    /// The policies that seed an empty database (a database that has
+    /// policies keeps its own).
+    pub policy: policy_config::PolicySeed,
+    /// Block-list feeds imported on a schedule.
+    pub feeds: Vec<feeds::FeedConfig>,
     /// TLS and agent certificates on the gRPC port; `None`: plaintext, and
     /// agents are who their Hello says (development on loopback only).
     pub tls: Option<GrpcTls>,
+    pub auth: auth::AuthConfig,
 }
 
 /// The gRPC port's TLS, and the CA that signs agents' certificates.
@@ -99,8 +112,14 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             event_retention: chrono::Duration::days(30),
-            policy: fleetban_policy::Policy::default(),
+            policy: policy_config::PolicySeed {
+                policy: fleetban_policy::Policy::default(),
+                rules_toml: String::new(),
+                jails: Vec::new(),
+            },
+            feeds: Vec::new(),
             tls: None,
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -136,16 +155,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
+    let clock: Arc<dyn service::Clock> = Arc::new(SystemClock);
     let identities = Arc::new(
         Identities::new(
             store.clone(),
-            Arc::new(SystemClock),
+            clock.clone(),
             options.tls.as_ref().map(|t| t.authority.clone()),
         )
         .await?,
     );
-    let service =
-        Arc::new(Service::new(store, Arc::new(SystemClock), metrics, options.policy).await?);
+    let accounts = Arc::new(auth::Accounts::new(store.clone(), clock.clone(), options.auth).await?);
+    let service = Arc::new(Service::new(store, clock, metrics, &options.policy).await?);
+    let api = Arc::new(http::api::ApiState {
+        service: service.clone(),
+        accounts,
+    });
+    let feed_client = if options.feeds.is_empty() {
+        None
+    } else {
+        Some(feeds::client().map_err(ServerError::FeedClient)?)
+    };
     let event_retention = options.event_retention;
     let stop = CancellationToken::new();
 
@@ -166,10 +195,25 @@ pub async fn run(
             nodelay(TcpListenerStream::new(listeners.grpc)),
             stop.clone().cancelled_owned(),
         );
-    let http = axum::serve(listeners.http, http::router(service.clone()))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let http = axum::serve(
+        listeners.http,
+        http::router(service.clone(), api)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned());
 
     tokio::spawn(housekeeping(service.clone(), event_retention, stop.clone()));
+    tokio::spawn(service.clone().follow(stop.clone()));
+    if let Some(client) = feed_client {
+        for feed in options.feeds {
+            tokio::spawn(feeds::schedule(
+                service.clone(),
+                client.clone(),
+                feed,
+                stop.clone(),
+            ));
+        }
+    }
     tokio::spawn(watch_revocations(identities, stop.clone()));
     let trigger = stop.clone();
     tokio::spawn(async move {

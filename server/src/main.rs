@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use fleetban_server::auth::{Accounts, AuthConfig, Role};
 use fleetban_server::config::{Overrides, ServerConfig};
 use fleetban_server::service::identity::{self as identity_service, Identities};
 use fleetban_server::service::SystemClock;
@@ -70,6 +71,20 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Manage the users of the REST API and console.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Manage CrowdSec bouncer keys (X-Api-Key of /v1/decisions).
+    Bouncer {
+        #[command(subcommand)]
+        command: BouncerCommand,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,6 +125,51 @@ enum AgentCommand {
         #[command(flatten)]
         db: Database,
     },
+}
+
+/// Which database a management command works on (as `serve` finds it).
+#[derive(clap::Args)]
+struct DbArgs {
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FLEETBAN_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user. The password is read from stdin (first line), or asked
+    /// for twice when stdin is a terminal; there is no default password.
+    Add {
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+        name: String,
+    },
+    /// List users.
+    List,
+    /// Disable a user and end their sessions.
+    Disable { name: String },
+    /// Set a user's password (read as for `add`).
+    Passwd { name: String },
+}
+
+#[derive(Subcommand)]
+enum BouncerCommand {
+    /// Add a bouncer and print its key (shown once).
+    Add { name: String },
+    /// List bouncers.
+    List,
+    /// Revoke a bouncer's key.
+    Revoke { name: String },
 }
 
 fn main() -> ExitCode {
@@ -250,6 +310,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::User { command, db } => user(command, db).await,
+        Command::Bouncer { command, db } => bouncer(command, db).await,
     }
 }
 
@@ -297,6 +359,109 @@ async fn authority(
         .context("certificate authority")
 }
 
+/// The database named by `db`, with the accounts of the REST API on it.
+async fn open_accounts(db: DbArgs) -> anyhow::Result<(Arc<dyn store::Store>, Accounts)> {
+    let (_, store) = open(Database {
+        config: db.config,
+        data_dir: db.data_dir,
+        database_url: db.database_url,
+    })
+    .await?;
+    let accounts = Accounts::new(
+        store.clone(),
+        std::sync::Arc::new(SystemClock),
+        AuthConfig::default(),
+    )
+    .await?;
+    Ok((store, accounts))
+}
+
+/// A new password: from a terminal, asked twice without echo; otherwise the
+/// first line of stdin.
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("password: ")?;
+        let again = rpassword::prompt_password("password again: ")?;
+        anyhow::ensure!(first == again, "the passwords differ");
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        let pw = line.trim_end_matches(['\n', '\r']).to_owned();
+        anyhow::ensure!(!pw.is_empty(), "no password on stdin");
+        Ok(pw)
+    }
+}
+
+async fn user(command: UserCommand, db: DbArgs) -> anyhow::Result<()> {
+    let (store, accounts) = open_accounts(db).await?;
+    match command {
+        UserCommand::Add { role, name } => {
+            let role = Role::parse(&role)
+                .with_context(|| format!("role {role:?}: expected admin, operator or viewer"))?;
+            let password = read_password()?;
+            accounts
+                .add_user(&name, &password, role, "cli", None)
+                .await?;
+            println!("user {name} added with role {role}");
+        }
+        UserCommand::List => {
+            for u in store.users().await? {
+                let state = if u.disabled_at.is_some() {
+                    "disabled"
+                } else {
+                    "active"
+                };
+                println!("{}\t{}\t{state}", u.name, u.role);
+            }
+        }
+        UserCommand::Disable { name } => {
+            accounts.disable_user(&name, "cli", None).await?;
+            println!("user {name} disabled");
+        }
+        UserCommand::Passwd { name } => {
+            let password = read_password()?;
+            accounts.set_password(&name, &password, "cli", None).await?;
+            println!("password of {name} changed");
+        }
+    }
+    Ok(())
+}
+
+async fn bouncer(command: BouncerCommand, db: DbArgs) -> anyhow::Result<()> {
+    let (store, accounts) = open_accounts(db).await?;
+    match command {
+        BouncerCommand::Add { name } => {
+            let key = accounts.add_bouncer(&name, "cli", None).await?;
+            println!("{key}");
+            eprintln!("bouncer {name} added; its key (above) is shown only once");
+        }
+        BouncerCommand::List => {
+            for b in store.bouncers().await? {
+                let state = if b.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                let pulled = b
+                    .last_pull_at
+                    .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+                println!("{}\t{state}\tlast pull {pulled}", b.name);
+            }
+        }
+        BouncerCommand::Revoke { name } => {
+            store.revoke_bouncer(&name, accounts.now()).await?;
+            accounts
+                .audit("cli", "bouncer.revoke", &name, serde_json::json!({}), None)
+                .await;
+            println!("bouncer {name} revoked");
+        }
+    }
+    Ok(())
+}
+
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     if config.is_embedded() {
         std::fs::create_dir_all(&config.data_dir)
@@ -337,8 +502,10 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     );
     let options = fleetban_server::RunOptions {
         event_retention: config.event_retention,
-        policy: config.policy,
+        policy: config.policy_seed,
+        feeds: config.feeds,
         tls,
+        ..Default::default()
     };
     fleetban_server::run(store, Listeners { http, grpc }, options, shutdown_signal()).await?;
     Ok(())

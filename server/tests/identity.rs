@@ -49,7 +49,7 @@ async fn fleet() -> Fleet {
             store,
             Arc::new(SystemClock),
             Arc::new(Metrics::new()),
-            Default::default(),
+            &Default::default(),
         )
         .await
         .expect("service"),
@@ -138,6 +138,7 @@ async fn open_stream(
             version: "test".into(),
             jails: vec![],
             last_applied_version: 0,
+            ..Default::default()
         })),
     })
     .await

@@ -155,7 +155,7 @@ async fn a_ban_on_one_agent_is_enforced_on_every_agent() {
     );
     let ruleset = lab.nft_list_ruleset(Host::B);
     assert!(ruleset.contains("table inet fleetban"), "{ruleset}");
-    assert!(ruleset.contains("ip saddr @ban4 drop"), "{ruleset}");
+    assert!(ruleset.contains("ip saddr @host4 drop"), "{ruleset}");
     assert!(!ruleset.contains(&bystander), "{ruleset}");
 
     // B's kernel drops the attacker and lets the bystander through.

@@ -62,7 +62,11 @@ impl AgentEndpoint {
 
     /// The agent a stream's client certificate belongs to, if streams are
     /// authenticated.
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
+    /// The certified agent and its enrolled group; `None` in plaintext mode.
+    async fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<(String, Option<String>)>, Status> {
         let Some(ids) = self
             .identities
             .as_ref()
@@ -103,7 +107,8 @@ impl AgentService for AgentEndpoint {
             }) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
-        if let Some(actual) = certified {
+        let mut group = hello.group;
+        if let Some((actual, enrolled_group)) = certified {
             if actual != hello.agent_id {
                 let e = AuthError::WrongAgent {
                     claimed: hello.agent_id,
@@ -112,18 +117,27 @@ impl AgentService for AgentEndpoint {
                 info!(error = %e, "agent refused");
                 return Err(enroll::auth_status(e));
             }
+            // The group of the enrollment binds; the Hello's cannot widen it.
+            if let Some(g) = enrolled_group.filter(|g| !g.is_empty()) {
+                if !group.is_empty() && group != g {
+                    warn!(agent = %actual, claimed = %group, enrolled = %g, "agent claims another group than it was enrolled in; using the enrolled one");
+                }
+                group = g;
+            }
         }
         let agent = AgentInfo {
             id: hello.agent_id,
             hostname: hello.hostname,
             version: hello.version,
             jails: hello.jails,
+            group,
         };
         self.service.agent_joined(&agent).await.map_err(status)?;
         let (tx, rx) = mpsc::channel(64);
         let span = tracing::info_span!("server.grpc.session", agent = %agent.id);
         let session = Session {
             service: self.service.clone(),
+            group: agent.group,
             agent_id: agent.id,
             tx,
             resume_from: hello.last_applied_version,
@@ -139,7 +153,9 @@ impl AgentService for AgentEndpoint {
 fn status(e: ServiceError) -> Status {
     match e {
         ServiceError::Invalid(m) => Status::invalid_argument(m),
+        e @ ServiceError::Feed { .. } => Status::failed_precondition(e.to_string()),
         e @ ServiceError::NotYourself { .. } => Status::permission_denied(e.to_string()),
+        ServiceError::Policy(p) => Status::failed_precondition(p.to_string()),
         ServiceError::Store(StoreError::UnknownAgent(a)) => {
             Status::failed_precondition(format!("unknown agent {a:?}"))
         }
@@ -153,6 +169,8 @@ fn status(e: ServiceError) -> Status {
 struct Session {
     service: Arc<Service>,
     agent_id: String,
+    /// The agent's group ('' for none).
+    group: String,
     tx: mpsc::Sender<Result<ServerMessage, Status>>,
     /// The version the agent says it applied (0: none).
     resume_from: u64,
@@ -202,6 +220,12 @@ impl Session {
         }))
         .await?;
         let mut expired = self.service.subscribe_expired();
+        let mut policies = self.service.subscribe_policies();
+        // The database's version, not only this process's: the agent may
+        // come from a replica that is ahead of this one.
+        if let Err(e) = self.service.resync().await {
+            return Err(self.fail(e).await);
+        }
         let current = self.service.current_version();
         let mut sent = if self.resume_from > 0
             && self.resume_from <= current
@@ -212,8 +236,17 @@ impl Session {
         } else {
             self.send_snapshot().await?
         };
+        policies.borrow_and_update();
+        self.send_policy().await?;
         loop {
             tokio::select! {
+                changed = policies.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    policies.borrow_and_update();
+                    self.send_policy().await?;
+                }
                 ids = expired.recv() => match ids {
                     Ok(ids) => {
                         self.send(ServerMsg::Delta(pb::Delta {
@@ -286,6 +319,20 @@ impl Session {
         Ok(snapshot.version)
     }
 
+    /// The jail rules for the agent's group.
+    async fn send_policy(&self) -> Result<(), Closed> {
+        let p = self.service.jail_policy_for(&self.group);
+        self.send(ServerMsg::PolicyUpdate(convert::policy(&p)))
+            .await?;
+        self.service.metrics().policy_updates_sent.inc();
+        debug!(
+            version = p.version,
+            jails = p.jails.len(),
+            "jail policy sent"
+        );
+        Ok(())
+    }
+
     async fn send_changes(&self, from: u64) -> Result<u64, Closed> {
         let update = match self.service.changes_since(from).await {
             Ok(u) => u,
@@ -320,7 +367,11 @@ impl Session {
                 self.service.metrics().event_batches.inc();
                 let seq = batch.seq;
                 let (events, bans) = convert::batch(&self.agent_id, batch);
-                match self.service.report(&self.agent_id, &events, &bans).await {
+                match self
+                    .service
+                    .report(&self.agent_id, &self.group, &events, &bans)
+                    .await
+                {
                     Ok(_) => self.send(ServerMsg::Ack(pb::Ack { seq })).await,
                     Err(e) => Err(self.fail(e).await),
                 }

@@ -1,4 +1,8 @@
-//! The HTTP side of the server: health and metrics for now.
+//! The HTTP side of the server: health, metrics, the REST API under
+//! `/api/v1` and CrowdSec bouncer compatibility under `/v1`.
+
+pub mod api;
+pub mod crowdsec;
 
 use std::sync::Arc;
 
@@ -10,11 +14,13 @@ use axum::Router;
 
 use crate::service::Service;
 
-pub fn router(service: Arc<Service>) -> Router {
+pub fn router(service: Arc<Service>, api: Arc<api::ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(service)
+        .merge(api::router(api.clone()))
+        .merge(crowdsec::router(api))
 }
 
 /// Healthy when the database answers.

@@ -230,8 +230,12 @@ impl Identities {
         })
     }
 
-    /// The agent a client certificate (DER) belongs to.
-    pub async fn authenticate(&self, cert_der: Option<&[u8]>) -> Result<String, AuthError> {
+    /// The agent a client certificate (DER) belongs to, and the group it
+    /// was enrolled in.
+    pub async fn authenticate(
+        &self,
+        cert_der: Option<&[u8]>,
+    ) -> Result<(String, Option<String>), AuthError> {
         let der = cert_der.ok_or(AuthError::NoCertificate)?;
         let e = self
             .store
@@ -241,7 +245,7 @@ impl Identities {
         if e.revoked_at.is_some() {
             return Err(AuthError::Revoked(e.agent_id));
         }
-        Ok(e.agent_id)
+        Ok((e.agent_id, e.group))
     }
 
     /// Revokes an agent: its open stream on this server ends at once, on
