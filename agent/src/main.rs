@@ -160,7 +160,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match AgentConfig::load(&config) {
             Ok(c) => {
-                println!("{}: ok ({} jails)", config.display(), c.jails.len());
+                let enrolled = match &c.server_url {
+                    Some(u) if u.starts_with("https://") => {
+                        match fleetban_agent::identity::Credential::load(&c.state_dir) {
+                            Ok(_) => "; enrolled".to_owned(),
+                            Err(e) => format!("; {e}"),
+                        }
+                    }
+                    _ => String::new(),
+                };
+                println!(
+                    "{}: ok ({} jails){enrolled}",
+                    config.display(),
+                    c.jails.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),

@@ -70,6 +70,22 @@ async fn housekeeping(service: Arc<Service>, retention: chrono::Duration, stop: 
     }
 }
 
+/// Accepted connections with Nagle's algorithm off: small messages (acks,
+/// deltas, TLS handshake records) leave at once instead of waiting up to
+/// 40 ms for the peer's delayed ACK.
+pub fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    incoming.map(|s| {
+        let s = s?;
+        if let Err(e) = s.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        Ok(s)
+    })
+}
+
 /// How the server runs, beyond its sockets.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -176,7 +192,7 @@ pub async fn run(
             identities.clone(),
         )))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
+            nodelay(TcpListenerStream::new(listeners.grpc)),
             stop.clone().cancelled_owned(),
         );
     let http = axum::serve(

@@ -73,6 +73,18 @@ async fn agents_enroll_connect_and_are_cut_off_when_revoked() {
     );
     let key = dir.path().join("host-a-state/identity/agent.key");
     assert!(key.is_file(), "the key is saved");
+    let check = Command::new(bin("fleetban-agent"))
+        .args(["check-config", "--config"])
+        .arg(&cfg_a)
+        .output()
+        .expect("check-config");
+    assert!(String::from_utf8_lossy(&check.stdout).contains("ok (1 jails); enrolled"));
+    let check = Command::new(bin("fleetban-agent"))
+        .args(["check-config", "--config"])
+        .arg(&cfg_u)
+        .output()
+        .expect("check-config");
+    assert!(String::from_utf8_lossy(&check.stdout).contains("; not enrolled"));
     let mut a = run_agent(dir.path(), "host-a", &cfg_a);
     a.wait_for("connected to server", 1, Duration::from_secs(30));
 
