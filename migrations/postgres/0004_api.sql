@@ -69,9 +69,6 @@ CREATE TABLE server_secrets (
 
 -- Filtered, paginated queries.
 CREATE INDEX decisions_created ON decisions (created_at, id);
-CREATE INDEX decisions_creator_created ON decisions (creator, created_at, id);
-CREATE INDEX decisions_origin_created ON decisions (origin, created_at, id);
-CREATE INDEX decisions_jail_created ON decisions (jail, created_at, id);
 CREATE INDEX decisions_target_net ON decisions USING gist (target inet_ops);
 CREATE INDEX events_time_id ON events (occurred_at, id);
 CREATE INDEX events_agent_time ON events (agent_id, occurred_at);

@@ -60,9 +60,6 @@ CREATE TABLE server_secrets (
 );
 
 CREATE INDEX decisions_created ON decisions (created_at, id);
-CREATE INDEX decisions_creator_created ON decisions (creator, created_at, id);
-CREATE INDEX decisions_origin_created ON decisions (origin, created_at, id);
-CREATE INDEX decisions_jail_created ON decisions (jail, created_at, id);
 CREATE INDEX events_time_id ON events (occurred_at, id);
 CREATE INDEX events_agent_time ON events (agent_id, occurred_at);
 CREATE INDEX events_jail_time ON events (jail, occurred_at);
