@@ -2,7 +2,10 @@
 //! fleetban needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/fleetban/v1/agent.proto"];
+    let files = [
+        "proto/fleetban/v1/agent.proto",
+        "proto/fleetban/v1/enroll.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

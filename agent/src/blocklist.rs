@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use fleetban_proto::BlockEntry;
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::ranges;
 
 /// Expiry in Unix milliseconds; `None`: no expiry.
 pub type Expiry = Option<i64>;
@@ -17,9 +20,37 @@ pub type Enforced = BTreeMap<IpNet, Expiry>;
 /// agent's ticks are coarser).
 const EXPIRY_SLACK_MS: i64 = 1_000;
 
+/// A ban this agent made itself: by a jail, or by hand (`fleetban-agent ban`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalBan {
+    pub target: IpNet,
+    /// Unix ms; `None`: until unbanned.
+    pub expires_ms: Expiry,
+    /// `local` (a jail) or `manual`.
+    pub origin: String,
+    pub jail: String,
+    pub reason: String,
+}
+
+/// A fleet decision as kept by the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetBan {
+    pub id: u64,
+    pub target: IpNet,
+    pub expires_ms: Expiry,
+}
+
+/// Everything the block list holds, for saving and for status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    pub fleet_version: u64,
+    pub local: Vec<LocalBan>,
+    pub fleet: Vec<FleetBan>,
+}
+
 #[derive(Debug, Default)]
 pub struct BlockList {
-    local: HashMap<IpNet, i64>,
+    local: HashMap<IpNet, LocalBan>,
     fleet: HashMap<u64, (IpNet, Expiry)>,
     fleet_version: u64,
 }
@@ -39,10 +70,47 @@ impl Changes {
 }
 
 impl BlockList {
-    /// A ban by one of this agent's jails, until `until_ms`.
-    pub fn add_local(&mut self, target: IpNet, until_ms: i64) {
-        let e = self.local.entry(target).or_insert(until_ms);
-        *e = (*e).max(until_ms);
+    /// A ban by one of this agent's jails or by hand. A ban of a target
+    /// already banned keeps the later expiry.
+    pub fn add_local(&mut self, ban: LocalBan) {
+        match self.local.get_mut(&ban.target) {
+            Some(old) => {
+                if later(old.expires_ms, ban.expires_ms) == ban.expires_ms {
+                    *old = ban;
+                }
+            }
+            None => {
+                self.local.insert(ban.target, ban);
+            }
+        }
+    }
+
+    /// Lifts this agent's own ban of `target`; true when there was one.
+    pub fn remove_local(&mut self, target: &IpNet) -> bool {
+        self.local.remove(target).is_some()
+    }
+
+    /// Fleet decisions on exactly `target`.
+    pub fn fleet_ids(&self, target: &IpNet) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .fleet
+            .iter()
+            .filter(|(_, (t, _))| t == target)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Forgets everything, local and fleet (the fleet's part comes back with
+    /// the next snapshot).
+    pub fn clear(&mut self) {
+        self.local.clear();
+        self.fleet.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.fleet.is_empty()
     }
 
     /// Replaces the fleet's part with a snapshot.
@@ -74,30 +142,82 @@ impl BlockList {
         self.fleet_version
     }
 
-    /// Forgets entries that expired.
-    pub fn expire(&mut self, now_ms: i64) {
-        self.local.retain(|_, &mut until| until > now_ms);
+    /// Forgets entries that expired; returns how many.
+    pub fn expire(&mut self, now_ms: i64) -> usize {
+        let before = self.local.len() + self.fleet.len();
+        self.local
+            .retain(|_, b| b.expires_ms.is_none_or(|u| u > now_ms));
         self.fleet
             .retain(|_, (_, until)| until.is_none_or(|u| u > now_ms));
+        before - self.local.len() - self.fleet.len()
     }
 
-    /// One entry per target, the longest expiry winning; expired entries and
-    /// targets inside another enforced prefix are left out (an interval set
-    /// holds no overlapping ranges).
+    /// What the kernel should hold: one entry per host address with its
+    /// latest expiry, and the prefixes folded into disjoint ones
+    /// ([`ranges::flatten`]); a host inside a prefix that lasts as long is
+    /// left out. Expired entries are left out.
     pub fn desired(&self, now_ms: i64) -> Enforced {
-        let mut all: BTreeMap<IpNet, Expiry> = BTreeMap::new();
         let live = self
             .local
-            .iter()
-            .map(|(t, &u)| (*t, Some(u)))
+            .values()
+            .map(|b| (b.target, b.expires_ms))
             .chain(self.fleet.values().copied())
             .filter(|(_, u)| u.is_none_or(|u| u > now_ms));
+        let mut hosts: HashMap<IpNet, Expiry> = HashMap::new();
+        let mut prefixes = Vec::new();
         for (target, until) in live {
-            all.entry(target)
-                .and_modify(|e| *e = later(*e, until))
-                .or_insert(until);
+            if target.prefix_len() == target.max_prefix_len() {
+                hosts
+                    .entry(target)
+                    .and_modify(|e| *e = later(*e, until))
+                    .or_insert(until);
+            } else {
+                prefixes.push((target, until));
+            }
         }
-        drop_covered(all)
+        let nets = ranges::flatten(prefixes);
+        let mut out: Enforced = hosts
+            .into_iter()
+            .filter(|(h, u)| !ranges::covered(&nets, h, *u))
+            .collect();
+        out.extend(nets);
+        out
+    }
+
+    /// Everything held, for saving or showing.
+    pub fn save(&self) -> Saved {
+        let mut local: Vec<LocalBan> = self.local.values().cloned().collect();
+        local.sort_by_key(|b| b.target);
+        let mut fleet: Vec<FleetBan> = self
+            .fleet
+            .iter()
+            .map(|(id, (target, expires_ms))| FleetBan {
+                id: *id,
+                target: *target,
+                expires_ms: *expires_ms,
+            })
+            .collect();
+        fleet.sort_by_key(|f| f.id);
+        Saved {
+            fleet_version: self.fleet_version,
+            local,
+            fleet,
+        }
+    }
+
+    /// The block list as saved, less what expired by `now_ms`.
+    pub fn restore(saved: Saved, now_ms: i64) -> Self {
+        let mut b = BlockList {
+            local: saved.local.into_iter().map(|l| (l.target, l)).collect(),
+            fleet: saved
+                .fleet
+                .into_iter()
+                .map(|f| (f.id, (f.target, f.expires_ms)))
+                .collect(),
+            fleet_version: saved.fleet_version,
+        };
+        b.expire(now_ms);
+        b
     }
 }
 
@@ -110,24 +230,6 @@ fn later(a: Expiry, b: Expiry) -> Expiry {
         (Some(a), Some(b)) => Some(a.max(b)),
         _ => None,
     }
-}
-
-/// Leaves out every target contained in an earlier, wider one. Sorted by
-/// network address then prefix length, a containing prefix comes before all
-/// it contains, so one sweep per address family suffices.
-fn drop_covered(all: BTreeMap<IpNet, Expiry>) -> Enforced {
-    let mut sorted: Vec<(IpNet, Expiry)> = all.into_iter().collect();
-    sorted.sort_by_key(|(n, _)| (n.network(), n.prefix_len()));
-    let mut out = Enforced::new();
-    let mut cover: Option<IpNet> = None;
-    for (net, until) in sorted {
-        if cover.is_some_and(|c| c.contains(&net)) {
-            continue;
-        }
-        cover = Some(net);
-        out.insert(net, until);
-    }
-    out
 }
 
 /// What to change so the firewall, holding `applied`, holds `desired`.
@@ -164,6 +266,87 @@ fn same(a: Expiry, b: Expiry) -> bool {
     }
 }
 
+/// How far what the kernel holds is from what it should hold.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// Desired entries the kernel lacks (deleted by hand, set flushed).
+    pub missing: usize,
+    /// Entries in fleetban's sets that should not be there.
+    pub extra: usize,
+    /// Entries whose kernel timeout differs from the ban's remaining time.
+    pub timeout: usize,
+    /// What repairs it.
+    pub repair: Changes,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        self.repair.is_empty()
+    }
+}
+
+/// A kernel timeout within this of the expected one is right (the kernel
+/// reports whole seconds; reading takes time).
+const DRIFT_SLACK_MS: i64 = 3_000;
+
+/// Compares `kernel` (target → remaining ms as read back; `None`: no
+/// timeout) with `desired`. Timeouts are capped at `max_timeout_ms` when
+/// set, so a longer ban is fine while its kernel timeout is above half the
+/// cap, and refreshed below it. Entries about to expire are left alone.
+pub fn drift(
+    kernel: &BTreeMap<IpNet, Option<i64>>,
+    desired: &Enforced,
+    now_ms: i64,
+    max_timeout_ms: i64,
+) -> Drift {
+    let mut d = Drift::default();
+    for (target, &want) in desired {
+        let Some(left) = want.map(|w| w - now_ms) else {
+            match kernel.get(target) {
+                Some(None) => {}
+                Some(Some(_)) => {
+                    d.timeout += 1;
+                    d.repair.remove.push(*target);
+                    d.repair.add.push((*target, None));
+                }
+                None => {
+                    d.missing += 1;
+                    d.repair.add.push((*target, None));
+                }
+            }
+            continue;
+        };
+        if left <= DRIFT_SLACK_MS {
+            continue;
+        }
+        match kernel.get(target) {
+            None => {
+                d.missing += 1;
+                d.repair.add.push((*target, Some(left)));
+            }
+            Some(&have) => {
+                let fine = match have {
+                    None => false,
+                    Some(have) if left >= max_timeout_ms => have >= max_timeout_ms / 2,
+                    Some(have) => (have - left).abs() <= DRIFT_SLACK_MS,
+                };
+                if !fine {
+                    d.timeout += 1;
+                    d.repair.remove.push(*target);
+                    d.repair.add.push((*target, Some(left)));
+                }
+            }
+        }
+    }
+    for (target, &have) in kernel {
+        if !desired.contains_key(target) && have.is_none_or(|h| h > DRIFT_SLACK_MS) {
+            d.extra += 1;
+            d.repair.remove.push(*target);
+        }
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +370,7 @@ mod tests {
     #[test]
     fn local_and_fleet_fold_into_one_entry_per_target() {
         let mut b = BlockList::default();
-        b.add_local(net("192.0.2.1"), 5_000);
+        b.add_local(local("192.0.2.1", Some(5_000)));
         b.replace_fleet(
             3,
             &[
@@ -210,6 +393,84 @@ mod tests {
         assert!(b.local.is_empty());
     }
 
+    fn local(target: &str, until: Expiry) -> LocalBan {
+        LocalBan {
+            target: net(target),
+            expires_ms: until,
+            origin: "manual".into(),
+            jail: String::new(),
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn local_bans_keep_the_later_expiry_and_can_be_lifted() {
+        let mut b = BlockList::default();
+        b.add_local(local("192.0.2.1", Some(5_000)));
+        b.add_local(local("192.0.2.1", Some(3_000)));
+        assert_eq!(b.desired(0).get(&net("192.0.2.1")), Some(&Some(5_000)));
+        b.add_local(local("192.0.2.1", None));
+        assert_eq!(b.desired(0).get(&net("192.0.2.1")), Some(&None));
+        assert!(b.remove_local(&net("192.0.2.1")));
+        assert!(!b.remove_local(&net("192.0.2.1")));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn saved_lists_restore_without_what_expired() {
+        let mut b = BlockList::default();
+        b.add_local(local("192.0.2.1", Some(5_000)));
+        b.add_local(local("192.0.2.2", Some(50_000)));
+        b.replace_fleet(9, &[entry(1, "2001:db8::/48", None)]);
+        let saved = b.save();
+        let json = serde_json::to_string(&saved).expect("json");
+        let back: Saved = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, saved);
+        let r = BlockList::restore(back, 10_000);
+        assert_eq!(r.fleet_version(), 9);
+        let d: Vec<String> = r.desired(10_000).keys().map(ToString::to_string).collect();
+        assert_eq!(d, vec!["192.0.2.2/32", "2001:db8::/48"]);
+    }
+
+    #[test]
+    fn drift_finds_missing_extra_and_wrong_timeouts() {
+        let now = 1_000_000;
+        let desired: Enforced = [
+            (net("192.0.2.1"), Some(now + 60_000)),
+            (net("192.0.2.2"), Some(now + 60_000)),
+            (net("192.0.2.3"), None),
+            (net("192.0.2.4"), Some(now + 100 * 86_400_000)),
+            (net("192.0.2.5"), Some(now + 1_000)),
+        ]
+        .into_iter()
+        .collect();
+        let max = 20 * 86_400_000;
+        let kernel: BTreeMap<IpNet, Option<i64>> = [
+            (net("192.0.2.1"), Some(59_000)),
+            (net("192.0.2.2"), Some(5_000)),
+            (net("192.0.2.4"), Some(max - 3_600_000)),
+            (net("198.51.100.1"), None),
+        ]
+        .into_iter()
+        .collect();
+        let d = drift(&kernel, &desired, now, max);
+        assert_eq!((d.missing, d.extra, d.timeout), (1, 1, 1));
+        assert_eq!(
+            d.repair.add,
+            vec![(net("192.0.2.2"), Some(60_000)), (net("192.0.2.3"), None)]
+        );
+        assert_eq!(d.repair.remove, vec![net("192.0.2.2"), net("198.51.100.1")]);
+        // A capped ban whose kernel timeout ran below half the cap is renewed.
+        let low: BTreeMap<IpNet, Option<i64>> =
+            [(net("192.0.2.4"), Some(max / 3))].into_iter().collect();
+        let only4: Enforced = [(net("192.0.2.4"), Some(now + 100 * 86_400_000))]
+            .into_iter()
+            .collect();
+        assert_eq!(drift(&low, &only4, now, max).timeout, 1);
+        let d = drift(&kernel, &Enforced::new(), now, max);
+        assert_eq!(d.extra, 4);
+    }
+
     #[test]
     fn covered_targets_are_left_out() {
         let mut b = BlockList::default();
@@ -225,6 +486,11 @@ mod tests {
         );
         let d: Vec<String> = b.desired(0).keys().map(ToString::to_string).collect();
         assert_eq!(d, vec!["192.0.2.0/24", "192.0.3.1/32", "::/0"]);
+        // A host outliving the prefix around it stays.
+        b.add_local(local("192.0.2.77", None));
+        b.replace_fleet(2, &[entry(1, "192.0.2.0/24", Some(9_000))]);
+        let d: Vec<String> = b.desired(0).keys().map(ToString::to_string).collect();
+        assert_eq!(d, vec!["192.0.2.0/24", "192.0.2.77/32"]);
     }
 
     #[test]

@@ -61,16 +61,32 @@ struct AgentSection {
     metrics_listen: Option<String>,
     /// Zone of log times that name none; default: the system's.
     timezone: Option<String>,
+    /// The control socket of `fleetban-agent ban`/`unban`/`firewall`;
+    /// default `<state_dir>/control.sock`.
+    control_socket: Option<PathBuf>,
     /// Where `filter = "name"` looks for fail2ban filters.
     #[serde(default = "default_filter_dirs")]
     filter_dirs: Vec<PathBuf>,
+    /// The agent group this host belongs to: jail policies and group
+    /// decisions follow it. Default: none.
+    #[serde(default)]
+    group: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerSection {
-    /// The server's gRPC endpoint, `http://HOST:PORT`.
-    url: String,
+    /// The server's gRPC endpoint, `https://HOST:PORT` (`http://` only for
+    /// a plaintext development server on this host), or a list of the
+    /// endpoints of several server replicas, tried in turn.
+    url: ServerUrls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ServerUrls {
+    One(String),
+    Several(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +96,20 @@ struct FirewallSection {
     backend: String,
     #[serde(default = "default_table")]
     table: String,
+    #[serde(default = "default_verdict")]
+    verdict: String,
+    #[serde(default)]
+    forward: bool,
+    #[serde(default)]
+    allowlist: Vec<String>,
+    #[serde(default = "yes")]
+    protect_ssh_client: bool,
+    #[serde(default = "default_widest_v4")]
+    widest_prefix_v4: u8,
+    #[serde(default = "default_widest_v6")]
+    widest_prefix_v6: u8,
+    #[serde(default = "default_reconcile")]
+    reconcile_interval: String,
 }
 
 impl Default for FirewallSection {
@@ -87,8 +117,31 @@ impl Default for FirewallSection {
         FirewallSection {
             backend: default_backend(),
             table: default_table(),
+            verdict: default_verdict(),
+            forward: false,
+            allowlist: Vec::new(),
+            protect_ssh_client: true,
+            widest_prefix_v4: default_widest_v4(),
+            widest_prefix_v6: default_widest_v6(),
+            reconcile_interval: default_reconcile(),
         }
     }
+}
+
+fn default_verdict() -> String {
+    "drop".into()
+}
+
+fn default_widest_v4() -> u8 {
+    8
+}
+
+fn default_widest_v6() -> u8 {
+    32
+}
+
+fn default_reconcile() -> String {
+    "30s".into()
 }
 
 fn default_backend() -> String {
@@ -152,8 +205,42 @@ fn default_bantime() -> String {
 pub enum FirewallBackend {
     /// nftables: a table of fleetban's own with timed sets.
     Nftables { table: String },
+    /// ipset + iptables/ip6tables: sets and a chain named after `prefix`.
+    Ipset { prefix: String },
     /// Dry run: every change is logged, nothing is enforced.
     Log,
+}
+
+/// The `[firewall]` section, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallConfig {
+    pub backend: FirewallBackend,
+    pub rules: crate::firewall::Rules,
+    /// Networks never blocked, whatever a jail, the server or an operator says.
+    pub allowlist: Vec<IpNet>,
+    /// Never block the SSH client of the operator who runs `fleetban-agent
+    /// ban`, nor the one the agent was started from.
+    pub protect_ssh_client: bool,
+    /// Widest prefixes allowed: shorter ones are refused.
+    pub widest_prefix_v4: u8,
+    pub widest_prefix_v6: u8,
+    /// How often the kernel is read back and repaired.
+    pub reconcile_interval: Duration,
+}
+
+impl FirewallConfig {
+    /// nftables with the defaults of every key.
+    pub fn with_backend(backend: FirewallBackend) -> Self {
+        FirewallConfig {
+            backend,
+            rules: crate::firewall::Rules::default(),
+            allowlist: Vec::new(),
+            protect_ssh_client: true,
+            widest_prefix_v4: default_widest_v4(),
+            widest_prefix_v6: default_widest_v6(),
+            reconcile_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// One jail, ready to run.
@@ -178,6 +265,23 @@ pub struct SourceSettings {
     pub start: Start,
 }
 
+/// Whether `url` is `http://` to a loopback host (plaintext development).
+fn plaintext_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Default `[agent] state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleetban/agent";
 
@@ -187,12 +291,18 @@ pub struct AgentConfig {
     /// The zone of log times that name none.
     pub zone: Zone,
     pub agent_id: String,
-    /// `None`: standalone, no server.
+    /// `None`: standalone, no server. The first of `server_urls`.
     pub server_url: Option<String>,
-    pub firewall: FirewallBackend,
+    /// Every server replica to connect to, in order of preference.
+    pub server_urls: Vec<String>,
+    /// The agent group ('' for none).
+    pub group: String,
+    pub firewall: FirewallConfig,
     pub jails: Vec<JailConfig>,
-    /// Where positions and cursors are saved.
+    /// Where positions, cursors and the block list are saved.
     pub state_dir: PathBuf,
+    /// The control socket (`fleetban-agent ban`, `unban`, `firewall`).
+    pub control_socket: PathBuf,
     /// The Prometheus endpoint's address, if any.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -227,40 +337,38 @@ impl AgentConfig {
                 format!("{agent_id:?}: expected 1 to 128 characters among letters, digits, '-', '_' and '.'"),
             ));
         }
-        let server_url = match file.server {
-            Some(s) => {
-                if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+        let server_urls = match file.server.map(|s| s.url) {
+            Some(ServerUrls::One(u)) => vec![u],
+            Some(ServerUrls::Several(list)) => {
+                if list.is_empty() {
                     return Err(err(
                         "server.url",
-                        format!("{:?}: expected http://HOST:PORT", s.url),
+                        "an empty list: expected at least one https://HOST:PORT".into(),
                     ));
                 }
-                Some(s.url)
+                list
             }
-            None => None,
+            None => Vec::new(),
         };
-        let firewall = match file.firewall.backend.as_str() {
-            "nftables" => {
-                let t = &file.firewall.table;
-                if t.is_empty()
-                    || t.len() > 32
-                    || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
-                    return Err(err(
-                        "firewall.table",
-                        format!("{t:?}: expected up to 32 letters, digits or '_'"),
-                    ));
-                }
-                FirewallBackend::Nftables { table: t.clone() }
-            }
-            "log" => FirewallBackend::Log,
-            other => {
+        for u in &server_urls {
+            if !(u.starts_with("https://") || plaintext_loopback(u)) {
                 return Err(err(
-                    "firewall.backend",
-                    format!("{other:?}: expected \"nftables\" or \"log\""),
+                    "server.url",
+                    format!(
+                        "{u:?}: expected https://HOST:PORT (http:// only for a server on this host)"
+                    ),
                 ));
             }
-        };
+        }
+        let server_url = server_urls.first().cloned();
+        let group = file.agent.group.clone();
+        if !group.is_empty() && !valid_id(&group) {
+            return Err(err(
+                "agent.group",
+                format!("{group:?}: expected letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        let firewall = firewall_config(&file.firewall).map_err(|(k, m)| err(k, m))?;
         let zone = match &file.agent.timezone {
             Some(tz) => Zone::parse(tz).map_err(|e| err("agent.timezone", e))?,
             None => local_zone(),
@@ -395,19 +503,108 @@ impl AgentConfig {
                 jails.push(jail);
             }
         }
+        let state_dir = file
+            .agent
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         Ok(AgentConfig {
             zone,
             agent_id,
             server_url,
+            server_urls,
+            group,
             firewall,
             jails,
-            state_dir: file
+            control_socket: file
                 .agent
-                .state_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+                .control_socket
+                .unwrap_or_else(|| state_dir.join("control.sock")),
+            state_dir,
             metrics_listen,
         })
     }
+}
+
+/// Checks the `[firewall]` section; an error is `(key, message)`.
+fn firewall_config(f: &FirewallSection) -> Result<FirewallConfig, (&'static str, String)> {
+    let t = &f.table;
+    let name_ok = |max: usize| {
+        !t.is_empty() && t.len() <= max && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let backend = match f.backend.as_str() {
+        "nftables" => {
+            if !name_ok(32) {
+                return Err((
+                    "firewall.table",
+                    format!("{t:?}: expected up to 32 letters, digits or '_'"),
+                ));
+            }
+            FirewallBackend::Nftables { table: t.clone() }
+        }
+        "ipset" => {
+            // ipset names stop at 31 characters, iptables chains at 28.
+            if !name_ok(24) {
+                return Err((
+                    "firewall.table",
+                    format!(
+                        "{t:?}: expected up to 24 letters, digits or '_' with the ipset backend"
+                    ),
+                ));
+            }
+            FirewallBackend::Ipset { prefix: t.clone() }
+        }
+        "log" => FirewallBackend::Log,
+        other => {
+            return Err((
+                "firewall.backend",
+                format!("{other:?}: expected \"nftables\", \"ipset\" or \"log\""),
+            ));
+        }
+    };
+    let verdict = match f.verdict.as_str() {
+        "drop" => crate::firewall::Verdict::Drop,
+        "reject" => crate::firewall::Verdict::Reject,
+        other => {
+            return Err((
+                "firewall.verdict",
+                format!("{other:?}: expected \"drop\" or \"reject\""),
+            ))
+        }
+    };
+    let allowlist = f
+        .allowlist
+        .iter()
+        .map(|s| fleetban_proto::parse_target(s).map_err(|e| ("firewall.allowlist", e.to_string())))
+        .collect::<Result<Vec<IpNet>, _>>()?;
+    if !(1..=32).contains(&f.widest_prefix_v4) {
+        return Err((
+            "firewall.widest_prefix_v4",
+            format!("{}: expected 1 to 32", f.widest_prefix_v4),
+        ));
+    }
+    if !(1..=128).contains(&f.widest_prefix_v6) {
+        return Err((
+            "firewall.widest_prefix_v6",
+            format!("{}: expected 1 to 128", f.widest_prefix_v6),
+        ));
+    }
+    let reconcile_interval =
+        duration(&f.reconcile_interval).map_err(|e| ("firewall.reconcile_interval", e))?;
+    if reconcile_interval < Duration::from_secs(1) {
+        return Err(("firewall.reconcile_interval", "must be at least 1 s".into()));
+    }
+    Ok(FirewallConfig {
+        backend,
+        rules: crate::firewall::Rules {
+            verdict,
+            forward: f.forward,
+        },
+        allowlist,
+        protect_ssh_client: f.protect_ssh_client,
+        widest_prefix_v4: f.widest_prefix_v4,
+        widest_prefix_v6: f.widest_prefix_v6,
+        reconcile_interval,
+    })
 }
 
 /// Reads `backend`, `journalmatch`, `start` and checks `logpath`; an error
@@ -573,7 +770,7 @@ failregex = ["<HOST>"]
         let c = parse(GOOD).expect("loads");
         assert_eq!(c.agent_id, "web-1");
         assert_eq!(c.server_url.as_deref(), Some("http://127.0.0.1:50051"));
-        assert_eq!(c.firewall, FirewallBackend::Log);
+        assert_eq!(c.firewall.backend, FirewallBackend::Log);
         assert_eq!(c.jails.len(), 1);
         let s = &c.jails[0].settings;
         assert_eq!(
@@ -584,15 +781,50 @@ failregex = ["<HOST>"]
     }
 
     #[test]
+    fn several_servers_and_a_group() {
+        let c = parse(
+            &GOOD
+                .replace(
+                    "url = \"http://127.0.0.1:50051\"",
+                    "url = [\"https://10.0.0.1:50051\", \"https://10.0.0.2:50051\"]",
+                )
+                .replace("id = \"web-1\"", "id = \"web-1\"\ngroup = \"web\""),
+        )
+        .expect("loads");
+        assert_eq!(
+            c.server_urls,
+            ["https://10.0.0.1:50051", "https://10.0.0.2:50051"]
+        );
+        assert_eq!(c.server_url.as_deref(), Some("https://10.0.0.1:50051"));
+        assert_eq!(c.group, "web");
+        let e = parse(&GOOD.replace("url = \"http://127.0.0.1:50051\"", "url = []"))
+            .expect_err("empty list");
+        assert_eq!((e.key.as_str(), e.line), ("server.url", 6));
+        let e = parse(&GOOD.replace(
+            "url = \"http://127.0.0.1:50051\"",
+            "url = [\"https://a:1\", \"b:2\"]",
+        ))
+        .expect_err("bad second url");
+        assert!(e.message.contains("\"b:2\""), "{e}");
+        let e = parse(&GOOD.replace("id = \"web-1\"", "id = \"web-1\"\ngroup = \"a b\""))
+            .expect_err("bad group");
+        assert_eq!(e.key, "agent.group");
+    }
+
+    #[test]
     fn defaults_apply() {
         let c = parse("[agent]\nid = \"h\"\n[[jail]]\nname = \"j\"\nlogpath = [\"/l\"]\nfailregex = [\"<HOST>\"]\n")
             .expect("loads");
         assert_eq!(c.server_url, None);
         assert_eq!(
             c.firewall,
-            FirewallBackend::Nftables {
+            FirewallConfig::with_backend(FirewallBackend::Nftables {
                 table: "fleetban".into()
-            }
+            })
+        );
+        assert_eq!(
+            c.control_socket,
+            PathBuf::from(DEFAULT_STATE_DIR).join("control.sock")
         );
         let s = &c.jails[0].settings;
         assert_eq!(
@@ -620,6 +852,19 @@ failregex = ["<HOST>"]
         assert_eq!((e.key.as_str(), e.line), ("firewall.backend", 9));
         let e = parse(&GOOD.replace("http://127", "grpc://127")).expect_err("bad url");
         assert_eq!(e.key, "server.url");
+        // Plaintext only to this host.
+        let e =
+            parse(&GOOD.replace("http://127.0.0.1", "http://198.18.1.1")).expect_err("plaintext");
+        assert_eq!(e.key, "server.url");
+        assert!(e.to_string().contains("https://"), "{e}");
+        for ok in [
+            "https://198.18.1.1:50051",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+        ] {
+            let c = parse(&GOOD.replace("http://127.0.0.1:50051", ok)).expect(ok);
+            assert_eq!(c.server_url.as_deref(), Some(ok));
+        }
         let e = parse(&GOOD.replace("id = \"web-1\"", "id = \"web 1\"")).expect_err("bad id");
         assert_eq!(e.key, "agent.id");
         let e = parse(&GOOD.replace("maxretry = 3", "maxretry = \"three\"")).expect_err("bad type");
@@ -696,6 +941,48 @@ failregex = ["<HOST>"]
             "filter = \"x\"\nfailregex = [\"<HOST>\"]",
         );
         assert_eq!(parse(&both).expect_err("both").key, "jail.filter");
+    }
+
+    #[test]
+    fn firewall_keys() {
+        let fw = GOOD.replace(
+            "backend = \"log\"",
+            "backend = \"ipset\"\nverdict = \"reject\"\nforward = true\nallowlist = [\"10.0.0.0/8\", \"::ffff:192.0.2.1\"]\nprotect_ssh_client = false\nwidest_prefix_v4 = 16\nwidest_prefix_v6 = 48\nreconcile_interval = \"2m\"",
+        );
+        let c = parse(&fw).expect("loads").firewall;
+        assert_eq!(
+            c.backend,
+            FirewallBackend::Ipset {
+                prefix: "fleetban".into()
+            }
+        );
+        assert_eq!(c.rules.verdict, crate::firewall::Verdict::Reject);
+        assert!(c.rules.forward && !c.protect_ssh_client);
+        assert_eq!(c.allowlist[1].to_string(), "192.0.2.1/32");
+        assert_eq!((c.widest_prefix_v4, c.widest_prefix_v6), (16, 48));
+        assert_eq!(c.reconcile_interval, Duration::from_secs(120));
+        for (bad, key) in [
+            ("verdict = \"reject\"", "verdict = \"accept\""),
+            (
+                "allowlist = [\"10.0.0.0/8\", ",
+                "allowlist = [\"10.0.0/33\", ",
+            ),
+            ("widest_prefix_v4 = 16", "widest_prefix_v4 = 0"),
+            ("widest_prefix_v6 = 48", "widest_prefix_v6 = 129"),
+            (
+                "reconcile_interval = \"2m\"",
+                "reconcile_interval = \"often\"",
+            ),
+        ] {
+            let e = parse(&fw.replace(bad, key)).expect_err(key);
+            let want = format!("firewall.{}", key.split(' ').next().unwrap_or_default());
+            assert_eq!(e.key, want, "{e}");
+        }
+        let long = fw.replace(
+            "[firewall]",
+            "[firewall]\ntable = \"a_very_long_prefix_for_ipset\"",
+        );
+        assert_eq!(parse(&long).expect_err("long").key, "firewall.table");
     }
 
     #[test]

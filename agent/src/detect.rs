@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use fleetban_engine::date::Zone;
-use fleetban_engine::{Ban, Filter, FilterError, HostKind, Jail};
+use fleetban_engine::{Ban, Filter, FilterError, HostKind, Jail, JailSettings};
 
 use crate::config::{filter_options, JailConfig};
 use crate::source::Line;
@@ -52,8 +52,41 @@ fn count(jail: &mut Jail, ip: IpAddr, user: Option<String>, at_ms: i64, out: &mu
     }
 }
 
+/// The server's settings for one jail; `None` keeps the configured value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailOverride {
+    pub jail: String,
+    pub enabled: bool,
+    pub maxretry: Option<u32>,
+    pub findtime_ms: Option<i64>,
+    pub bantime_ms: Option<i64>,
+}
+
+/// A jail's settings under the server's policy: whether it runs, and with
+/// what. Without an override, the configuration as written.
+pub fn effective(base: &JailSettings, o: Option<&JailOverride>) -> (bool, JailSettings) {
+    let Some(o) = o else {
+        return (true, base.clone());
+    };
+    let mut s = base.clone();
+    if let Some(m) = o.maxretry.filter(|m| *m > 0) {
+        s.maxretry = m;
+    }
+    if let Some(f) = o.findtime_ms.filter(|f| *f > 0) {
+        s.findtime_ms = f;
+    }
+    if let Some(b) = o.bantime_ms.filter(|b| *b > 0) {
+        s.bantime_ms = b;
+    }
+    (o.enabled, s)
+}
+
 pub struct Detector {
     jails: Vec<(Jail, Filter)>,
+    /// Each jail's settings as configured, before any server policy.
+    configured: Vec<JailSettings>,
+    /// Whether each jail runs (a server policy may switch one off).
+    enabled: Vec<bool>,
     /// Per jail: whether host names are resolved (`usedns`).
     resolve: Vec<bool>,
     /// Source index → the jails that read it.
@@ -72,6 +105,8 @@ impl Detector {
     ) -> Result<Self, FilterError> {
         let options = filter_options(zone);
         let resolve = jails.iter().map(|j| j.usedns).collect();
+        let configured: Vec<JailSettings> = jails.iter().map(|j| j.settings.clone()).collect();
+        let enabled = vec![true; configured.len()];
         let jails = jails
             .iter()
             .map(|j| {
@@ -83,9 +118,37 @@ impl Detector {
             .collect::<Result<_, FilterError>>()?;
         Ok(Detector {
             jails,
+            configured,
+            enabled,
             routes,
             resolve,
         })
+    }
+
+    /// Applies the server's jail policy, replacing the previous one: listed
+    /// jails take its settings (or stop), the others go back to their
+    /// configuration. Returns the jails whose state changed, for the log.
+    pub fn apply_policy(
+        &mut self,
+        overrides: &[JailOverride],
+    ) -> Vec<(String, bool, JailSettings)> {
+        let mut changed = Vec::new();
+        for (i, (jail, _)) in self.jails.iter_mut().enumerate() {
+            let Some(base) = self.configured.get(i) else {
+                continue;
+            };
+            let o = overrides.iter().find(|o| o.jail == base.name);
+            let (on, settings) = effective(base, o);
+            let was_on = self.enabled.get(i).copied().unwrap_or(true);
+            if on != was_on || &settings != jail.settings() {
+                changed.push((base.name.clone(), on, settings.clone()));
+                jail.set_settings(settings);
+                if let Some(e) = self.enabled.get_mut(i) {
+                    *e = on;
+                }
+            }
+        }
+        changed
     }
 
     pub fn on_line(&mut self, line: &Line, now_ms: i64) -> Vec<Detection> {
@@ -94,6 +157,9 @@ impl Detector {
             return out;
         };
         for &j in jails {
+            if !self.enabled.get(j).copied().unwrap_or(true) {
+                continue;
+            }
             let Some((jail, filter)) = self.jails.get_mut(j) else {
                 continue;
             };
@@ -139,6 +205,9 @@ impl Detector {
         at_ms: i64,
     ) -> Vec<Detection> {
         let mut out = Vec::new();
+        if !self.enabled.get(jail).copied().unwrap_or(true) {
+            return out;
+        }
         if let Some((jail, _)) = self.jails.get_mut(jail) {
             count(jail, ip, user, at_ms, &mut out);
         }
@@ -216,5 +285,84 @@ failregex = ['<HOST> .*" 401 ']
             vec![]
         );
         assert_eq!(d.on_line(&line(7, ssh), 2), vec![]);
+    }
+
+    #[test]
+    fn a_server_policy_switches_jails_and_changes_their_limits() {
+        let cfg = AgentConfig::parse(
+            Path::new("a.toml"),
+            r#"
+[agent]
+id = "a"
+[[jail]]
+name = "sshd"
+logpath = ["/a"]
+failregex = ['Failed password for \S+ from <HOST>']
+maxretry = 3
+"#,
+        )
+        .expect("config");
+        let mut d = Detector::new(&cfg.jails, vec![vec![0]], &Zone::utc()).unwrap();
+        let ssh = |ip: &str| {
+            Line::new(
+                0,
+                format!("sshd[1]: Failed password for root from {ip} port 22"),
+            )
+        };
+        let off = JailOverride {
+            jail: "sshd".into(),
+            enabled: false,
+            maxretry: None,
+            findtime_ms: None,
+            bantime_ms: None,
+        };
+        assert_eq!(d.apply_policy(std::slice::from_ref(&off)).len(), 1);
+        assert!(
+            d.on_line(&ssh("192.0.2.1"), 0).is_empty(),
+            "a disabled jail sees nothing"
+        );
+        assert!(
+            d.apply_policy(std::slice::from_ref(&off)).is_empty(),
+            "no change twice"
+        );
+        let strict = JailOverride {
+            enabled: true,
+            maxretry: Some(1),
+            bantime_ms: Some(7_000),
+            ..off
+        };
+        d.apply_policy(&[strict]);
+        let out = d.on_line(&ssh("192.0.2.1"), 0);
+        assert!(
+            matches!(&out[..], [Detection::Failure { .. }, Detection::Ban(b)] if b.duration_ms == 7_000),
+            "{out:?}"
+        );
+        // Without a policy the configuration is back: three failures to ban.
+        assert_eq!(d.apply_policy(&[]).len(), 1);
+        assert_eq!(d.on_line(&ssh("192.0.2.2"), 0).len(), 1);
+        assert_eq!(d.on_line(&ssh("192.0.2.2"), 1).len(), 1);
+        assert_eq!(d.on_line(&ssh("192.0.2.2"), 2).len(), 2);
+    }
+
+    #[test]
+    fn zero_values_keep_the_configuration() {
+        let base = JailSettings {
+            name: "j".into(),
+            maxretry: 5,
+            findtime_ms: 1_000,
+            bantime_ms: 2_000,
+            ignoreip: Vec::new(),
+        };
+        let o = JailOverride {
+            jail: "j".into(),
+            enabled: true,
+            maxretry: Some(0),
+            findtime_ms: Some(-1),
+            bantime_ms: Some(9_000),
+        };
+        let (on, s) = effective(&base, Some(&o));
+        assert!(on);
+        assert_eq!((s.maxretry, s.findtime_ms, s.bantime_ms), (5, 1_000, 9_000));
+        assert_eq!(effective(&base, None), (true, base.clone()));
     }
 }

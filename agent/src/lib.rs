@@ -5,13 +5,18 @@
 
 pub mod blocklist;
 pub mod config;
+pub mod control;
 pub mod detect;
 pub mod enforce;
+pub mod enroll;
 pub mod fail2ban_import;
 pub mod firewall;
 pub mod fsfiles;
+pub mod guard;
+pub mod identity;
 pub mod link;
 pub mod metrics;
+pub mod ranges;
 pub mod resolve;
 pub mod source;
 pub mod test_filter;
@@ -28,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
 use crate::detect::{Detection, Detector};
-use crate::enforce::{EnforceCmd, Enforcer};
+use crate::enforce::{EnforceCmd, EnforceOptions, Enforcer};
 use crate::firewall::{Firewall, FirewallError};
 use crate::link::{Link, Report};
 use crate::source::position::StateError;
@@ -50,12 +55,15 @@ pub enum AgentError {
     },
     #[error("filter: {0}")]
     Filter(fleetban_engine::FilterError),
-    #[error("firewall ({backend}) unusable: {source}")]
+    #[error("firewall ({backend}) unusable: {source}; {hint}")]
     Firewall {
         backend: &'static str,
+        hint: &'static str,
         #[source]
         source: FirewallError,
     },
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -78,18 +86,35 @@ pub async fn run(
     };
 
     let backend = firewall.name();
-    let enforcer = Enforcer::start(firewall)
-        .await
-        .map_err(|source| AgentError::Firewall { backend, source })?;
+    let control = control::bind(&config.control_socket).await?;
+    // The saved block list is enforced before the server is contacted.
+    let options = EnforceOptions {
+        guard: guard(&config).await,
+        protect_ssh_client: config.firewall.protect_ssh_client,
+        state_file: Some(config.state_dir.join("blocklist.json")),
+        reconcile_interval: config.firewall.reconcile_interval,
+        metrics: metrics.firewall.clone(),
+    };
+    let enforcer =
+        Enforcer::start(firewall, options)
+            .await
+            .map_err(|source| AgentError::Firewall {
+                backend,
+                hint: firewall::fallback_hint(backend),
+                source,
+            })?;
     let stop = CancellationToken::new();
     let (enforce_tx, enforce_rx) = mpsc::channel(1024);
-    let (applied_tx, applied_rx) = watch::channel(0);
+    let (applied_tx, applied_rx) = watch::channel(enforcer.fleet_version());
     let enforcer = tokio::spawn(enforcer.run(enforce_rx, applied_tx, stop.clone()));
 
     let (report_tx, report_rx) = mpsc::channel(10_000);
-    let link = config.server_url.clone().map(|url| {
+    let (policy_tx, mut policy_rx) = mpsc::channel::<Vec<crate::detect::JailOverride>>(16);
+    let link = (!config.server_urls.is_empty()).then(|| {
         let link = Link {
-            url,
+            urls: config.server_urls.clone(),
+            policy: policy_tx,
+            state_dir: config.state_dir.clone(),
             hello: pb::Hello {
                 agent_id: config.agent_id.clone(),
                 hostname: hostname::get()
@@ -102,6 +127,7 @@ pub async fn run(
                     .map(|j| j.settings.name.clone())
                     .collect(),
                 last_applied_version: 0,
+                group: config.group.clone(),
             },
             reports: report_rx,
             enforce: enforce_tx.clone(),
@@ -110,6 +136,13 @@ pub async fn run(
         tokio::spawn(link.run(stop.clone()))
     });
     let reports = link.is_some().then_some(report_tx);
+    let control = tokio::spawn(control::serve(
+        control,
+        config.control_socket.clone(),
+        enforce_tx.clone(),
+        reports.clone(),
+        stop.clone(),
+    ));
 
     if let Some(l) = metrics_listener {
         tokio::spawn(metrics::serve(l, metrics.clone(), stop.clone()));
@@ -168,6 +201,11 @@ pub async fn run(
                     handle(d, &enforce_tx, reports.as_ref()).await;
                 }
             }
+            Some(overrides) = policy_rx.recv() => {
+                for (jail, enabled, s) in detector.apply_policy(&overrides) {
+                    info!(%jail, enabled, maxretry = s.maxretry, findtime_s = s.findtime_ms / 1000, bantime_s = s.bantime_ms / 1000, "jail policy applied");
+                }
+            }
             _ = housekeeping.tick() => detector.expire(Utc::now().timestamp_millis()),
             _ = save.tick() => save_positions(&mut positions),
             () = &mut shutdown => break,
@@ -180,11 +218,83 @@ pub async fn run(
     stop.cancel();
     drop(batch_rx);
     sources.stop().await;
+    let _ = control.await;
     let _ = enforcer.await;
     if let Some(l) = link {
         let _ = l.await;
     }
     Ok(())
+}
+
+/// What this agent never blocks: the allowlist, its own addresses, the
+/// server's, and the SSH client it was started from (when so configured).
+async fn guard(config: &AgentConfig) -> guard::Guard {
+    let fw = &config.firewall;
+    let mut g = guard::Guard::new(fw.widest_prefix_v4, fw.widest_prefix_v6);
+    for net in &fw.allowlist {
+        g.protect(*net, "the allowlisted network");
+    }
+    for net in ["127.0.0.0/8", "::1/128"] {
+        if let Ok(n) = net.parse() {
+            g.protect(n, "loopback");
+        }
+    }
+    match if_addrs::get_if_addrs() {
+        Ok(addrs) => {
+            for a in addrs {
+                g.protect_ip(a.ip(), "this host's address");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot list this host's addresses; they are not protected"),
+    }
+    if let Some(url) = &config.server_url {
+        match server_host(url) {
+            Some(hostport) => match tokio::net::lookup_host(&hostport).await {
+                Ok(addrs) => {
+                    for a in addrs {
+                        g.protect_ip(a.ip(), "the server's address");
+                    }
+                }
+                Err(e) => {
+                    warn!(server = %hostport, error = %e, "cannot resolve the server; its address is not protected")
+                }
+            },
+            None => warn!(server = %url, "cannot tell the server's host"),
+        }
+    }
+    if fw.protect_ssh_client {
+        for var in ["SSH_CONNECTION", "SSH_CLIENT"] {
+            if let Some(ip) = std::env::var(var)
+                .ok()
+                .as_deref()
+                .and_then(guard::ssh_client)
+            {
+                g.protect_ip(ip, "the operator's SSH client");
+            }
+        }
+    }
+    g
+}
+
+/// `HOST:PORT` of an `http(s)://HOST[:PORT][/...]` URL.
+fn server_host(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit('@').next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    let has_port = if authority.starts_with('[') {
+        authority.contains("]:")
+    } else {
+        authority.contains(':')
+    };
+    if has_port {
+        Some(authority.to_owned())
+    } else {
+        let port = if scheme == "https" { 443 } else { 80 };
+        Some(format!("{authority}:{port}"))
+    }
 }
 
 /// The failures a resolved host name stands for: one per address.
@@ -240,7 +350,11 @@ async fn handle(
             info!(jail = %ban.jail, ip = %ban.ip, failures = ban.failures, bantime_s = ban.duration_ms / 1000, "ban");
             let until_ms = ban.at_ms.saturating_add(ban.duration_ms);
             if enforce
-                .send(EnforceCmd::LocalBan { target, until_ms })
+                .send(EnforceCmd::LocalBan {
+                    target,
+                    until_ms,
+                    jail: ban.jail.clone(),
+                })
                 .await
                 .is_err()
             {
@@ -254,6 +368,8 @@ async fn handle(
                     time_ms: ban.at_ms,
                     duration_s: (ban.duration_ms / 1000).max(1),
                     failures: u64::from(ban.failures),
+                    origin: "local".into(),
+                    reason: String::new(),
                 };
                 send_report(r, Report::Ban(local)).await;
             }
@@ -264,5 +380,29 @@ async fn handle(
 async fn send_report(reports: &mpsc::Sender<Report>, r: Report) {
     if reports.send(r).await.is_err() {
         warn!("server link gone; report dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_hosts() {
+        assert_eq!(
+            super::server_host("http://10.0.0.1:50051").as_deref(),
+            Some("10.0.0.1:50051")
+        );
+        assert_eq!(
+            super::server_host("https://fleet.example/x").as_deref(),
+            Some("fleet.example:443")
+        );
+        assert_eq!(
+            super::server_host("http://[2001:db8::1]:9").as_deref(),
+            Some("[2001:db8::1]:9")
+        );
+        assert_eq!(
+            super::server_host("http://[2001:db8::1]").as_deref(),
+            Some("[2001:db8::1]:80")
+        );
+        assert_eq!(super::server_host("nonsense"), None);
     }
 }

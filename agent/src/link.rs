@@ -3,7 +3,8 @@
 //! stays pending until the server acknowledges it, and pending batches are
 //! sent again after a reconnect (the server stores each id once). While the
 //! server is away, detection and local bans go on; pending batches are
-//! bounded, the oldest dropped (and counted) past the bound.
+//! bounded, the oldest dropped (and counted) past the bound. With several
+//! server URLs (replicas), each lost stream moves on to the next one.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -17,9 +18,9 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
+use crate::detect::JailOverride;
 use crate::enforce::EnforceCmd;
 
 /// Something to report to the server.
@@ -40,7 +41,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub struct Link {
-    pub url: String,
+    /// Server replicas, tried in turn (at least one).
+    pub urls: Vec<String>,
+    /// Jail policies pushed by the server, for detection to apply.
+    pub policy: mpsc::Sender<Vec<JailOverride>>,
+    /// Where the agent's credential is (`identity/`).
+    pub state_dir: std::path::PathBuf,
     pub hello: pb::Hello,
     pub reports: mpsc::Receiver<Report>,
     pub enforce: mpsc::Sender<EnforceCmd>,
@@ -116,11 +122,16 @@ impl Link {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut pending = Pending::default();
         let mut backoff = BACKOFF_MIN;
+        let mut next = 0usize;
         loop {
-            match self.session(&mut pending, &stop, &mut backoff).await {
+            let Some(url) = self.urls.get(next % self.urls.len().max(1)).cloned() else {
+                return;
+            };
+            next = next.wrapping_add(1);
+            match self.session(&url, &mut pending, &stop, &mut backoff).await {
                 End::Stopped => return,
                 End::Lost(why) => {
-                    warn!(server = %self.url, reason = %why, retry_in_ms = backoff.as_millis() as u64, "server link down")
+                    warn!(server = %url, reason = %why, retry_in_ms = backoff.as_millis() as u64, "server link down")
                 }
             }
             // Keep collecting reports while waiting to reconnect.
@@ -148,18 +159,19 @@ impl Link {
 
     async fn session(
         &mut self,
+        url: &str,
         pending: &mut Pending,
         stop: &CancellationToken,
         backoff: &mut Duration,
     ) -> End {
-        let endpoint = match Endpoint::from_shared(self.url.clone()) {
+        let endpoint = match crate::identity::endpoint(url, &self.state_dir) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_keepalive(Some(Duration::from_secs(30)))
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5))
                 .keep_alive_while_idle(true),
-            Err(e) => return End::Lost(format!("invalid server URL: {e}")),
+            Err(e) => return End::Lost(e.to_string()),
         };
         let channel = tokio::select! {
             c = endpoint.connect() => match c {
@@ -175,7 +187,7 @@ impl Link {
         let _ = out.send(msg(AgentMsg::Hello(hello))).await;
         let mut inbound = match client.connect(ReceiverStream::new(out_rx)).await {
             Ok(r) => r.into_inner(),
-            Err(s) => return End::Lost(format!("refused: {}", s.message())),
+            Err(s) => return End::Lost(refusal(&s)),
         };
         // Everything not yet acknowledged goes again, oldest first.
         pending.seal();
@@ -209,7 +221,7 @@ impl Link {
                 }
                 m = inbound.message() => match m {
                     Ok(Some(m)) => {
-                        if let Some(end) = self.on_server(m, pending, &mut snapshot, backoff).await {
+                        if let Some(end) = self.on_server(url, m, pending, &mut snapshot, backoff).await {
                             return end;
                         }
                     }
@@ -234,6 +246,7 @@ impl Link {
 
     async fn on_server(
         &mut self,
+        url: &str,
         m: pb::ServerMessage,
         pending: &mut Pending,
         snapshot: &mut Option<(u64, Vec<BlockEntry>)>,
@@ -241,7 +254,7 @@ impl Link {
     ) -> Option<End> {
         match m.msg? {
             ServerMsg::Welcome(w) => {
-                info!(server = %self.url, server_version = %w.server_version, "connected to server");
+                info!(server = %url, server_version = %w.server_version, "connected to server");
                 *backoff = BACKOFF_MIN;
             }
             ServerMsg::Snapshot(s) => {
@@ -277,11 +290,45 @@ impl Link {
                 }
             }
             ServerMsg::Ack(a) => pending.ack(a.seq),
-            ServerMsg::PolicyUpdate(_) | ServerMsg::Command(_) => {
+            ServerMsg::PolicyUpdate(p) => {
+                debug!(version = p.version, jails = p.jails.len(), "jail policy");
+                if self.policy.send(overrides(p)).await.is_err() {
+                    return Some(End::Stopped);
+                }
+            }
+            ServerMsg::Command(_) => {
                 debug!("server message not handled by this agent version");
             }
         }
         None
+    }
+}
+
+/// The server's jail policy; zero values keep the agent's own settings.
+fn overrides(p: pb::PolicyUpdate) -> Vec<JailOverride> {
+    let ms = |s: i64| (s > 0).then(|| s.saturating_mul(1000));
+    p.jails
+        .into_iter()
+        .map(|j| JailOverride {
+            jail: j.jail,
+            enabled: j.enabled,
+            maxretry: (j.maxretry > 0).then_some(j.maxretry),
+            findtime_ms: ms(j.findtime_s),
+            bantime_ms: ms(j.bantime_s),
+        })
+        .collect()
+}
+
+/// Why the server refused the stream, with a hint when TLS itself failed.
+fn refusal(s: &tonic::Status) -> String {
+    if s.code() != tonic::Code::Unknown {
+        return format!("refused: {}", s.message());
+    }
+    let chain = source_chain(s);
+    if chain.contains("fatal alert") {
+        format!("refused: {chain} (the server does not accept this agent's certificate: was it enrolled with this server?)")
+    } else {
+        format!("refused: {chain}")
     }
 }
 
@@ -306,7 +353,7 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -322,6 +369,7 @@ fn code_name(c: tonic::Code) -> &'static str {
         tonic::Code::Unavailable => "unavailable",
         tonic::Code::PermissionDenied => "permission denied",
         tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::Unauthenticated => "unauthenticated",
         _ => "error",
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fleetban_agent::config::AgentConfig;
+use fleetban_agent::control::{self, Request};
 use tracing_subscriber::EnvFilter;
 
 /// fleetban agent: follows logs, bans attackers locally at once, reports to
@@ -47,11 +48,104 @@ enum Command {
         #[arg(long, value_name = "ZONE")]
         timezone: Option<String>,
     },
+    /// Enroll this agent with the server: exchange an enrollment token (from
+    /// `fleetban-server token create`) for a client certificate, saved in the
+    /// state dir with the server's CA.
+    Enroll {
+        /// The agent's configuration: its id and state dir (and the server
+        /// URL, unless --server is given).
+        #[arg(long, value_name = "FILE", default_value = "/etc/fleetban/agent.toml")]
+        config: PathBuf,
+        /// The server's gRPC URL, https://HOST:PORT (default: [server] url).
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// The enrollment token.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "FLEETBAN_ENROLL_TOKEN",
+            hide_env_values = true
+        )]
+        token: String,
+        /// SHA-256 fingerprint of the server's CA, if not taken from the
+        /// token (both must agree when both are given).
+        #[arg(long, value_name = "SHA256")]
+        ca_fingerprint: Option<String>,
+    },
     /// Check a configuration file and exit: 0 if valid, 1 with the error.
     CheckConfig {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ban an address or prefix by hand, through the running agent (works
+    /// without a server; reported to it when there is one).
+    Ban {
+        /// IP address or CIDR prefix.
+        target: String,
+        /// How long: 600, 10m, 1h, 2d, or `forever`.
+        #[arg(long = "for", value_name = "DURATION", default_value = "1h")]
+        duration: String,
+        /// Why, kept with the ban.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Lift this agent's ban of an address or prefix.
+    Unban {
+        /// IP address or CIDR prefix, as banned.
+        target: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// What the firewall enforces, or remove it all.
+    Firewall {
+        #[command(subcommand)]
+        command: FirewallCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FirewallCommand {
+    /// What is enforced, how the kernel compares (drift), and the bans.
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Remove everything fleetban added to the firewall and forget every
+    /// ban (the fleet's come back from the server). Without a running
+    /// agent, removes fleetban's table/sets/chain directly.
+    Flush {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+}
+
+/// Where the running agent listens.
+#[derive(clap::Args)]
+struct SocketArgs {
+    /// The agent's configuration (for its control socket and firewall).
+    #[arg(long, value_name = "FILE", default_value = "/etc/fleetban/agent.toml")]
+    config: PathBuf,
+    /// The control socket, instead of the one the configuration names.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    /// The socket path, and the configuration when it was read.
+    fn resolve(&self) -> Result<(PathBuf, Option<AgentConfig>), Box<dyn std::error::Error>> {
+        match &self.socket {
+            Some(p) => Ok((p.clone(), AgentConfig::load(&self.config).ok())),
+            None => {
+                let c = AgentConfig::load(&self.config)?;
+                Ok((c.control_socket.clone(), Some(c)))
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -71,6 +165,55 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Enroll {
+            config,
+            server,
+            token,
+            ca_fingerprint,
+        } => {
+            let config = match AgentConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let Some(server_url) = server.or(config.server_url.clone()) else {
+                eprintln!("fleetban-agent: no server: give --server https://HOST:PORT or set [server] url");
+                return ExitCode::FAILURE;
+            };
+            let options = fleetban_agent::enroll::EnrollOptions {
+                server_url,
+                token,
+                ca_fingerprint,
+                agent_id: config.agent_id.clone(),
+                hostname: hostname::get()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                state_dir: config.state_dir.clone(),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            match runtime.block_on(fleetban_agent::enroll::enroll(&options)) {
+                Ok(e) => {
+                    println!(
+                        "enrolled as agent {} (group {}); server CA sha256:{}; credential in {}",
+                        e.agent_id,
+                        if e.group.is_empty() {
+                            "(none)"
+                        } else {
+                            &e.group
+                        },
+                        e.ca_fingerprint,
+                        fleetban_agent::identity::dir(&options.state_dir).display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::TestFilter {
             log,
             filter,
@@ -91,6 +234,27 @@ fn main() -> ExitCode {
                 Err(e) => fail(e.as_ref()),
             }
         }
+        Command::Ban {
+            target,
+            duration,
+            reason,
+            socket,
+        } => finish(client(
+            ban_request(&target, &duration, reason),
+            &socket,
+            false,
+        )),
+        Command::Unban { target, socket } => finish(
+            fleetban_proto::parse_target(&target)
+                .map_err(|e| e.into())
+                .and_then(|_| client(Ok(Request::Unban { target }), &socket, false)),
+        ),
+        Command::Firewall {
+            command: FirewallCommand::Status { json, socket },
+        } => finish(client(Ok(Request::Status), &socket, json)),
+        Command::Firewall {
+            command: FirewallCommand::Flush { socket },
+        } => finish(flush(&socket)),
         Command::Run { config } => {
             let config = match AgentConfig::load(&config) {
                 Ok(c) => c,
@@ -159,6 +323,155 @@ fn test_filter(
         )?;
     }
     Ok(())
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn finish(r: CliResult) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.as_ref()),
+    }
+}
+
+fn ban_request(
+    target: &str,
+    duration: &str,
+    reason: String,
+) -> Result<Request, Box<dyn std::error::Error>> {
+    fleetban_proto::parse_target(target)?;
+    let for_s = match duration.trim() {
+        "forever" | "permanent" => None,
+        d => {
+            let d = fleetban_agent::config::duration(d)?;
+            if d.is_zero() {
+                return Err("--for must be longer than 0 s".into());
+            }
+            Some(d.as_secs().max(1))
+        }
+    };
+    let ssh_client = ["SSH_CONNECTION", "SSH_CLIENT"].iter().find_map(|v| {
+        std::env::var(v)
+            .ok()
+            .as_deref()
+            .and_then(fleetban_agent::guard::ssh_client)
+            .map(|ip| ip.to_string())
+    });
+    Ok(Request::Ban {
+        target: target.to_owned(),
+        for_s,
+        reason,
+        ssh_client,
+    })
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Sends `req` to the running agent and prints its answer.
+fn client(
+    req: Result<Request, Box<dyn std::error::Error>>,
+    socket: &SocketArgs,
+    json: bool,
+) -> CliResult {
+    let req = req?;
+    let (path, _) = socket.resolve()?;
+    let answer = runtime()?.block_on(control::request(&path, &req))?;
+    if !answer.ok {
+        return Err(answer.message.into());
+    }
+    match answer.status {
+        Some(status) if json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Some(status) => print_status(&status),
+        None => println!("{}", answer.message),
+    }
+    Ok(())
+}
+
+fn flush(socket: &SocketArgs) -> CliResult {
+    let (path, config) = socket.resolve()?;
+    let rt = runtime()?;
+    match rt.block_on(control::request(&path, &Request::Flush)) {
+        Ok(a) if a.ok => {
+            println!("{}", a.message);
+            Ok(())
+        }
+        Ok(a) => Err(a.message.into()),
+        Err(control::ControlError::Unreachable { .. }) => {
+            // No agent: remove what fleetban added directly.
+            let config = config
+                .ok_or("no running agent, and no configuration to tell the firewall backend")?;
+            let mut fw = fleetban_agent::firewall::from_config(&config.firewall);
+            rt.block_on(fw.flush())?;
+            println!(
+                "no running agent; removed everything fleetban added to {}",
+                fw.name()
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print_status(s: &fleetban_agent::enforce::Status) {
+    let counts = |d: &fleetban_agent::enforce::DriftCounts| {
+        format!(
+            "missing {}, extra {}, timeout {}, structure {}",
+            d.missing, d.extra, d.timeout, d.structure
+        )
+    };
+    println!(
+        "backend: {}   fleet version: {}",
+        s.backend, s.fleet_version
+    );
+    println!(
+        "entries: {} to enforce, {} in the kernel; table and rules {}",
+        s.desired,
+        s.kernel.map_or("unreadable".into(), |k| k.to_string()),
+        if s.intact { "intact" } else { "NOT intact" }
+    );
+    if let Some(e) = &s.error {
+        println!("error: {e}");
+    }
+    let none = fleetban_agent::enforce::DriftCounts::default();
+    if s.drift_now == none {
+        println!("drift now: none");
+    } else {
+        println!(
+            "drift now: {} (repaired at the next read-back)",
+            counts(&s.drift_now)
+        );
+    }
+    println!("repaired since start: {}", counts(&s.drift_repaired));
+    println!(
+        "last read-back: {}",
+        s.last_reconcile.as_deref().unwrap_or("not yet")
+    );
+    println!("bans: {}", s.bans_total);
+    for b in &s.bans {
+        println!(
+            "  {:<20} until {:<25} {}{}{}",
+            b.target,
+            b.expires_at.as_deref().unwrap_or("unbanned"),
+            b.origin,
+            if b.jail.is_empty() {
+                String::new()
+            } else {
+                format!(" jail={}", b.jail)
+            },
+            if b.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" reason={:?}", b.reason)
+            },
+        );
+    }
+    if s.bans.len() < s.bans_total {
+        println!("  ... {} more", s.bans_total - s.bans.len());
+    }
 }
 
 fn fail(e: &dyn std::error::Error) -> ExitCode {

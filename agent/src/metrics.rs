@@ -38,10 +38,72 @@ impl SourceMetrics {
     }
 }
 
+/// Kinds of drift: `missing`, `extra`, `timeout`, `structure`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabel {
+    pub kind: String,
+}
+
+/// What enforcement reports.
+#[derive(Debug, Default)]
+pub struct FirewallMetrics {
+    /// Entries the kernel should hold.
+    pub entries: Gauge,
+    /// Kernel read-backs.
+    pub reconciles: Counter,
+    /// Differences found between the kernel and the block list, by kind.
+    pub drift: Family<DriftLabel, Counter>,
+    /// Bans refused (allowlisted, own or server address, too wide).
+    pub refused: Counter,
+    /// Failed firewall changes and reads.
+    pub errors: Counter,
+}
+
+impl FirewallMetrics {
+    /// Counts `n` differences of `kind`.
+    pub fn drifted(&self, kind: &str, n: u64) {
+        self.drift
+            .get_or_create(&DriftLabel { kind: kind.into() })
+            .inc_by(n);
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "firewall_entries",
+            "Entries the kernel should hold",
+            self.entries.clone(),
+        );
+        r.register(
+            "firewall_reconciles",
+            "Times the kernel was read back and compared with the block list",
+            self.reconciles.clone(),
+        );
+        for kind in ["missing", "extra", "timeout", "structure"] {
+            self.drifted(kind, 0);
+        }
+        r.register(
+            "firewall_drift",
+            "Differences found between the kernel and the block list and repaired (kind: missing, extra, timeout, structure)",
+            self.drift.clone(),
+        );
+        r.register(
+            "firewall_refused",
+            "Bans refused: allowlisted, this host's or the server's address, or too wide",
+            self.refused.clone(),
+        );
+        r.register(
+            "firewall_errors",
+            "Firewall changes or reads that failed",
+            self.errors.clone(),
+        );
+    }
+}
+
 /// The registry and the metrics in it.
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub sources: Arc<SourceMetrics>,
+    pub firewall: Arc<FirewallMetrics>,
 }
 
 impl Default for Metrics {
@@ -73,9 +135,12 @@ impl Default for Metrics {
             "Batches of lines read but not yet through detection",
             sources.queued_batches.clone(),
         );
+        let firewall = Arc::new(FirewallMetrics::default());
+        firewall.register(&mut r);
         Metrics {
             registry: Mutex::new(r),
             sources,
+            firewall,
         }
     }
 }

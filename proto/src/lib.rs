@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod identity;
 
 /// Generated code of package `fleetban.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

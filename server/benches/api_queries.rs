@@ -169,7 +169,7 @@ async fn main() {
             store.clone(),
             clock,
             Arc::new(Metrics::new()),
-            Default::default(),
+            &Default::default(),
         )
         .await
         .expect("service"),

@@ -28,6 +28,38 @@ pub struct ServerFile {
     /// The fleet's correlation rules.
     #[serde(default)]
     pub policy: crate::policy_config::PolicyFile,
+    /// Block-list feeds (`[[feed]]`).
+    #[serde(default)]
+    pub feed: Vec<crate::feeds::FeedFile>,
+    /// TLS on the gRPC port and agent certificates.
+    #[serde(default)]
+    pub tls: TlsFile,
+}
+
+/// `[tls]`: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// `true`: no TLS and no agent authentication; only with a loopback
+    /// `grpc_listen` (development).
+    pub plaintext: Option<bool>,
+    /// Host names and addresses agents reach the server by; they go in the
+    /// server's certificate.
+    pub names: Option<Vec<String>>,
+    /// An operator CA (PEM certificate and key) instead of the one the
+    /// server creates in its database.
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+}
+
+/// The gRPC port's security, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    pub plaintext: bool,
+    /// Names for the server certificate.
+    pub names: Vec<String>,
+    /// `(certificate, key)` of an operator CA.
+    pub ca_files: Option<(PathBuf, PathBuf)>,
 }
 
 /// What the server runs with, every default applied.
@@ -39,6 +71,11 @@ pub struct ServerConfig {
     pub grpc_listen: SocketAddr,
     pub event_retention: chrono::Duration,
     pub policy: fleetban_policy::Policy,
+    /// The policies that seed an empty database.
+    pub policy_seed: crate::policy_config::PolicySeed,
+    /// Block-list feeds imported on a schedule.
+    pub feeds: Vec<crate::feeds::FeedConfig>,
+    pub tls: TlsSettings,
 }
 
 pub const DEFAULT_EVENT_RETENTION: &str = "30d";
@@ -77,9 +114,18 @@ impl ServerConfig {
             })?;
         let file_path = path.unwrap_or(Path::new("server.toml"));
         let mut file = file;
-        let policy = std::mem::take(&mut file.policy).into_policy(file_path, &source)?;
+        let seed = std::mem::take(&mut file.policy).into_seed(file_path, &source)?;
+        let feeds = crate::feeds::FeedConfig::check_all(
+            std::mem::take(&mut file.feed),
+            file_path,
+            &source,
+        )?;
+        let tls = std::mem::take(&mut file.tls);
         let mut config = Self::resolve(file, overrides, event_retention);
-        config.policy = policy;
+        config.policy = seed.policy.clone();
+        config.policy_seed = seed;
+        config.feeds = feeds;
+        config.tls = tls.check(file_path, &source, config.grpc_listen)?;
         Ok(config)
     }
 
@@ -108,14 +154,61 @@ impl ServerConfig {
                 .unwrap_or_else(|| parse(DEFAULT_GRPC_LISTEN)),
             data_dir,
             database_url,
+            tls: TlsSettings {
+                plaintext: false,
+                names: Vec::new(),
+                ca_files: None,
+            },
             event_retention,
             policy: fleetban_policy::Policy::default(),
+            policy_seed: crate::policy_config::PolicySeed {
+                policy: fleetban_policy::Policy::default(),
+                rules_toml: String::new(),
+                jails: Vec::new(),
+            },
+            feeds: Vec::new(),
         }
     }
 
     /// Whether the database is the embedded SQLite file.
     pub fn is_embedded(&self) -> bool {
         self.database_url.starts_with("sqlite:")
+    }
+}
+
+impl TlsFile {
+    fn check(
+        self,
+        path: &Path,
+        source: &str,
+        grpc_listen: SocketAddr,
+    ) -> Result<TlsSettings, ConfigError> {
+        let err = |key: &str, msg: String| ConfigError::key(path, source, key, msg);
+        let plaintext = self.plaintext.unwrap_or(false);
+        if plaintext && !crate::identity::tls::plaintext_allowed(&grpc_listen) {
+            return Err(err(
+                "tls.plaintext",
+                format!("plaintext is only allowed on a loopback grpc_listen, not {grpc_listen}"),
+            ));
+        }
+        let names = match self.names {
+            Some(n) if n.is_empty() => {
+                return Err(err("tls.names", "expected at least one name".into()))
+            }
+            Some(n) => n,
+            None => crate::identity::tls::default_names(grpc_listen),
+        };
+        let ca_files = match (self.ca_cert, self.ca_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => return Err(err("tls.ca_cert", "needs tls.ca_key too".into())),
+            (None, Some(_)) => return Err(err("tls.ca_key", "needs tls.ca_cert too".into())),
+        };
+        Ok(TlsSettings {
+            plaintext,
+            names,
+            ca_files,
+        })
     }
 }
 
@@ -177,6 +270,33 @@ mod tests {
         std::fs::write(&p, "event_retention = \"12h\"\n").expect("write");
         let c = ServerConfig::load(Some(&p), Overrides::default()).expect("loads");
         assert_eq!(c.event_retention, chrono::Duration::hours(12));
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("server.toml");
+        let load = |text: &str| {
+            std::fs::write(&p, text).expect("write");
+            ServerConfig::load(Some(&p), Overrides::default())
+        };
+        let c = load("").expect("defaults");
+        assert!(!c.tls.plaintext);
+        assert!(c.tls.names.contains(&"127.0.0.1".to_string()));
+        assert_eq!(c.tls.ca_files, None);
+        let e = load("grpc_listen = \"0.0.0.0:50051\"\n[tls]\nplaintext = true\n")
+            .expect_err("refused");
+        assert_eq!((e.line, e.key.as_str()), (3, "tls.plaintext"));
+        let c = load("[tls]\nplaintext = true\n").expect("loopback plaintext");
+        assert!(c.tls.plaintext);
+        let e = load("[tls]\nca_cert = \"/x.pem\"\n").expect_err("refused");
+        assert_eq!((e.line, e.key.as_str()), (2, "tls.ca_cert"));
+        let e = load("[tls]\nnames = []\n").expect_err("refused");
+        assert_eq!((e.line, e.key.as_str()), (2, "tls.names"));
+        let c = load("[tls]\nnames = [\"fleetban.example\"]\nca_cert = \"/c\"\nca_key = \"/k\"\n")
+            .expect("ok");
+        assert_eq!(c.tls.names, vec!["fleetban.example".to_string()]);
+        assert_eq!(c.tls.ca_files, Some(("/c".into(), "/k".into())));
     }
 }
 

@@ -6,8 +6,10 @@
 
 pub mod auth;
 pub mod config;
+pub mod feeds;
 pub mod grpc;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod policy_config;
 pub mod service;
@@ -22,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::metrics::Metrics;
-use crate::service::{Service, SystemClock};
+use crate::service::identity::Identities;
+use crate::service::{Service, ServiceError, SystemClock};
 use crate::store::{Store, StoreError};
 
 /// The server stopped with an error.
@@ -30,6 +33,10 @@ use crate::store::{Store, StoreError};
 pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("cannot build the feeds' HTTP client: {0}")]
+    FeedClient(#[source] reqwest::Error),
     #[error("gRPC endpoint failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP endpoint failed: {0}")]
@@ -64,19 +71,55 @@ async fn housekeeping(service: Arc<Service>, retention: chrono::Duration, stop: 
 }
 
 /// How the server runs, beyond its sockets.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     pub event_retention: chrono::Duration,
-    pub policy: fleetban_policy::Policy,
+    /// The policies that seed an empty database (a database that has
+    /// policies keeps its own).
+    pub policy: policy_config::PolicySeed,
+    /// Block-list feeds imported on a schedule.
+    pub feeds: Vec<feeds::FeedConfig>,
+    /// TLS and agent certificates on the gRPC port; `None`: plaintext, and
+    /// agents are who their Hello says (development on loopback only).
+    pub tls: Option<GrpcTls>,
     pub auth: auth::AuthConfig,
+}
+
+/// The gRPC port's TLS, and the CA that signs agents' certificates.
+#[derive(Clone)]
+pub struct GrpcTls {
+    pub config: tonic::transport::ServerTlsConfig,
+    pub authority: Arc<identity::Authority>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             event_retention: chrono::Duration::days(30),
-            policy: fleetban_policy::Policy::default(),
+            policy: policy_config::PolicySeed {
+                policy: fleetban_policy::Policy::default(),
+                rules_toml: String::new(),
+                jails: Vec::new(),
+            },
+            feeds: Vec::new(),
+            tls: None,
             auth: auth::AuthConfig::default(),
+        }
+    }
+}
+
+/// Once a second, reads revocations made by the command line or another
+/// replica, so their streams here end too.
+async fn watch_revocations(identities: Arc<Identities>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(e) = identities.refresh_revocations().await {
+            tracing::warn!(error = %e, "cannot read revocations");
         }
     }
 }
@@ -97,20 +140,40 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
     let clock: Arc<dyn service::Clock> = Arc::new(SystemClock);
+    let identities = Arc::new(
+        Identities::new(
+            store.clone(),
+            clock.clone(),
+            options.tls.as_ref().map(|t| t.authority.clone()),
+        )
+        .await?,
+    );
     let accounts = Arc::new(auth::Accounts::new(store.clone(), clock.clone(), options.auth).await?);
-    let service = Arc::new(Service::new(store, clock, metrics, options.policy).await?);
+    let service = Arc::new(Service::new(store, clock, metrics, &options.policy).await?);
     let api = Arc::new(http::api::ApiState {
         service: service.clone(),
         accounts,
     });
+    let feed_client = if options.feeds.is_empty() {
+        None
+    } else {
+        Some(feeds::client().map_err(ServerError::FeedClient)?)
+    };
     let event_retention = options.event_retention;
     let stop = CancellationToken::new();
 
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls.config)?;
+    }
+    let grpc = builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .add_service(grpc::AgentServiceServer::new(grpc::AgentEndpoint::new(
-            service.clone(),
-            stop.clone(),
+        .add_service(grpc::AgentServiceServer::new(
+            grpc::AgentEndpoint::new(service.clone(), stop.clone())
+                .with_identities(identities.clone()),
+        ))
+        .add_service(grpc::EnrollServiceServer::new(grpc::EnrollEndpoint::new(
+            identities.clone(),
         )))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
@@ -124,6 +187,18 @@ pub async fn run(
     .with_graceful_shutdown(stop.clone().cancelled_owned());
 
     tokio::spawn(housekeeping(service.clone(), event_retention, stop.clone()));
+    tokio::spawn(service.clone().follow(stop.clone()));
+    if let Some(client) = feed_client {
+        for feed in options.feeds {
+            tokio::spawn(feeds::schedule(
+                service.clone(),
+                client.clone(),
+                feed,
+                stop.clone(),
+            ));
+        }
+    }
+    tokio::spawn(watch_revocations(identities, stop.clone()));
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;

@@ -13,6 +13,8 @@ pub struct Metrics {
     pub agents_connected: Gauge,
     pub deltas_sent: Counter,
     pub snapshots_sent: Counter,
+    pub policy_updates_sent: Counter,
+    pub feed_failures: Counter,
 }
 
 impl Metrics {
@@ -54,8 +56,22 @@ impl Metrics {
             "Block-list snapshots pushed to agents",
             snapshots_sent.clone(),
         );
+        let policy_updates_sent = Counter::default();
+        registry.register(
+            "policy_updates_sent",
+            "Jail policies pushed to agents",
+            policy_updates_sent.clone(),
+        );
+        let feed_failures = Counter::default();
+        registry.register(
+            "feed_failures",
+            "Feed imports refused (unreachable, unreadable or mostly invalid lists)",
+            feed_failures.clone(),
+        );
         Metrics {
             registry,
+            policy_updates_sent,
+            feed_failures,
             events_stored,
             event_batches,
             decisions,

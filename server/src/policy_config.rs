@@ -4,12 +4,18 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use fleetban_policy::{Allowlist, BanGrowth, FleetThreshold, Growth, Policy, SubnetEscalation};
+use fleetban_policy::jails::ALL_GROUPS;
+use fleetban_policy::{
+    Allowlist, BanGrowth, FleetThreshold, Growth, JailRule, Policy, SubnetEscalation,
+};
 use fleetban_proto::config::ConfigError;
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Deserialize)]
+/// The `[policy]` section. Its correlation rules are stored in the database
+/// as this TOML (jail rules go to their own table), so every replica runs
+/// the same rules and an operator can change them while servers run.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
     /// Networks never banned, fleet-wide.
@@ -28,9 +34,70 @@ pub struct PolicyFile {
     subnet: Option<SubnetFile>,
     widest_v4: Option<u8>,
     widest_v6: Option<u8>,
+    /// Jail settings pushed to agents (`[[policy.jail]]`).
+    #[serde(default, skip_serializing)]
+    jail: Vec<JailRuleFile>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One `[[policy.jail]]`: a jail's settings for one agent group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JailRuleFile {
+    /// An agent group, or "*" (the default) for every agent.
+    #[serde(default = "all_groups")]
+    group: String,
+    jail: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    maxretry: Option<u32>,
+    findtime: Option<String>,
+    bantime: Option<String>,
+}
+
+fn all_groups() -> String {
+    ALL_GROUPS.to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The policy a server starts with: the correlation rules, checked, their
+/// TOML for the database, and the jail rules.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicySeed {
+    pub policy: Policy,
+    /// The rules as stored in the database (a `[policy]` section).
+    pub rules_toml: String,
+    pub jails: Vec<JailRule>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Section {
+    #[serde(default)]
+    policy: PolicyFile,
+}
+
+/// Where rules read from the database are said to come from in errors.
+pub const STORED_RULES: &str = "policy in the database";
+
+/// Parses and checks correlation rules as stored in the database (a
+/// `[policy]` section); errors name the key and its line in `text`.
+pub fn parse_rules(text: &str) -> Result<Policy, ConfigError> {
+    let path = Path::new(STORED_RULES);
+    let section: Section = fleetban_proto::config::parse(path, text)?;
+    if !section.policy.jail.is_empty() {
+        return Err(ConfigError::key(
+            path,
+            text,
+            "policy.jail",
+            "jail rules are stored on their own; set them one by one",
+        ));
+    }
+    section.policy.into_policy(path, text)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct ThresholdFile {
     #[serde(default)]
@@ -41,7 +108,7 @@ struct ThresholdFile {
     bantime: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RecidiveFile {
     #[serde(default = "two")]
@@ -54,7 +121,7 @@ fn two() -> f64 {
     2.0
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct SubnetFile {
     #[serde(default = "v4")]
@@ -89,6 +156,48 @@ fn networks(list: &[String]) -> Result<Vec<IpNet>, String> {
 }
 
 impl PolicyFile {
+    /// The rules, their stored form and the jail rules, all checked.
+    pub fn into_seed(mut self, path: &Path, source: &str) -> Result<PolicySeed, ConfigError> {
+        let jail_files = std::mem::take(&mut self.jail);
+        let mut jails: Vec<JailRule> = Vec::with_capacity(jail_files.len());
+        for (i, j) in jail_files.into_iter().enumerate() {
+            let key = "policy.jail";
+            let err = |m: String| {
+                ConfigError::key(path, source, key, format!("jail rule #{}: {m}", i + 1))
+            };
+            let d = |v: &Option<String>| v.as_deref().map(duration).transpose();
+            let rule = JailRule {
+                group: j.group,
+                jail: j.jail,
+                enabled: j.enabled,
+                maxretry: j.maxretry,
+                findtime: d(&j.findtime).map_err(err)?,
+                bantime: d(&j.bantime).map_err(err)?,
+            };
+            rule.check().map_err(|e| err(e.to_string()))?;
+            if jails
+                .iter()
+                .any(|o| o.group == rule.group && o.jail == rule.jail)
+            {
+                return Err(err(format!(
+                    "jail {:?} of group {:?} is set twice",
+                    rule.jail, rule.group
+                )));
+            }
+            jails.push(rule);
+        }
+        let rules_toml = toml::to_string(&Section {
+            policy: self.clone(),
+        })
+        .map_err(|e| ConfigError::key(path, source, "policy", e.to_string()))?;
+        let policy = self.into_policy(path, source)?;
+        Ok(PolicySeed {
+            policy,
+            rules_toml,
+            jails,
+        })
+    }
+
     /// The rules, checked; errors name the key.
     pub fn into_policy(self, path: &Path, source: &str) -> Result<Policy, ConfigError> {
         let err = |key: &str, m: String| ConfigError::key(path, source, key, m);
@@ -207,6 +316,47 @@ mod tests {
             Some(chrono::Duration::weeks(1))
         );
         assert_eq!(p.subnet.unwrap().v4_prefix, 24);
+    }
+
+    fn seed(src: &str) -> Result<PolicySeed, ConfigError> {
+        let f: Section = fleetban_proto::config::parse(Path::new("s.toml"), src)?;
+        f.policy.into_seed(Path::new("s.toml"), src)
+    }
+
+    #[test]
+    fn stored_rules_round_trip() {
+        let s = seed(
+            "[policy]\nallowlist = [\"10.0.0.0/8\"]\n[policy.threshold]\nhosts = 2\nwindow = \"10m\"\nbantime = \"1h\"\n\
+             [[policy.jail]]\njail = \"sshd\"\nmaxretry = 5\nbantime = \"2h\"\n\
+             [[policy.jail]]\ngroup = \"web\"\njail = \"sshd\"\nenabled = false\n",
+        )
+        .unwrap();
+        assert_eq!(parse_rules(&s.rules_toml).unwrap(), s.policy);
+        assert_eq!(s.jails.len(), 2);
+        assert_eq!(s.jails[0].group, "*");
+        assert_eq!(s.jails[0].bantime, Some(chrono::Duration::hours(2)));
+        assert!(!s.jails[1].enabled);
+        assert_eq!(parse_rules("").unwrap(), Policy::default());
+    }
+
+    #[test]
+    fn bad_stored_rules_and_jail_rules_are_refused() {
+        let e = parse_rules("[policy.threshold]\nhosts = 0\nwindow = \"1m\"\nbantime = \"1h\"\n")
+            .unwrap_err();
+        assert_eq!(e.key, "policy.threshold.hosts");
+        assert_eq!(e.path, Path::new(STORED_RULES));
+        let e = parse_rules("[policy]\nbogus = 1\n").unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+        let e = seed("[[policy.jail]]\njail = \"sshd\"\nmaxretry = 0\n").unwrap_err();
+        assert_eq!(e.key, "policy.jail");
+        assert!(e.message.contains("maxretry 0"), "{e}");
+        let e = seed("[[policy.jail]]\njail = \"sshd\"\nbantime = \"never\"\n").unwrap_err();
+        assert!(e.message.contains("never"), "{e}");
+        let e = seed("[[policy.jail]]\njail = \"sshd\"\n[[policy.jail]]\njail = \"sshd\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("set twice"), "{e}");
+        let e = seed("[[policy.jail]]\ngroup = \"a b\"\njail = \"sshd\"\n").unwrap_err();
+        assert!(e.message.contains("group"), "{e}");
     }
 
     #[test]

@@ -678,6 +678,7 @@ async fn events_ips_agents_stats(api: Api) {
                 hostname: format!("{id}.example"),
                 version: "0.1.0".into(),
                 jails: vec!["sshd".into()],
+                group: String::new(),
             })
             .await
             .expect("join");
@@ -688,7 +689,7 @@ async fn events_ips_agents_stats(api: Api) {
         event("web-1", "192.0.2.99", "sshd", now - Duration::minutes(30)),
     ];
     api.service
-        .report("web-1", &evs, &[])
+        .report("web-1", "", &evs, &[])
         .await
         .expect("report");
     let evs2 = [
@@ -696,7 +697,7 @@ async fn events_ips_agents_stats(api: Api) {
         event("web-2", "2001:db8::9", "sshd", now - Duration::minutes(10)),
     ];
     api.service
-        .report("web-2", &evs2, &[])
+        .report("web-2", "", &evs2, &[])
         .await
         .expect("report");
     let op = api.user("otto", Role::Operator).await;
@@ -862,12 +863,18 @@ async fn live_stream(api: Api) {
             hostname: "w".into(),
             version: "0".into(),
             jails: vec![],
+            group: String::new(),
         })
         .await
         .expect("join");
     let now = api.clock.now_for_test();
     api.service
-        .report("web-1", &[event("web-1", "192.0.2.5", "sshd", now)], &[])
+        .report(
+            "web-1",
+            "",
+            &[event("web-1", "192.0.2.5", "sshd", now)],
+            &[],
+        )
         .await
         .expect("report");
     let r = api

@@ -33,6 +33,7 @@ async fn connect(
         version: "test".into(),
         jails: vec![],
         last_applied_version: applied,
+        group: String::new(),
     };
     tx.send(AgentMessage {
         msg: Some(AgentMsg::Hello(hello)),
@@ -47,14 +48,20 @@ async fn connect(
     (tx, inbound)
 }
 
+/// The next block-list message (jail policies, tested elsewhere, skipped).
 async fn next(s: &mut Streaming<ServerMessage>) -> ServerMsg {
-    tokio::time::timeout(Duration::from_secs(10), s.message())
-        .await
-        .expect("a message within 10 s")
-        .expect("stream ok")
-        .expect("stream open")
-        .msg
-        .expect("a message")
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), s.message())
+            .await
+            .expect("a message within 10 s")
+            .expect("stream ok")
+            .expect("stream open")
+            .msg
+            .expect("a message");
+        if !matches!(m, ServerMsg::PolicyUpdate(_)) {
+            return m;
+        }
+    }
 }
 
 #[tokio::test]

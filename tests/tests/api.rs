@@ -365,6 +365,12 @@ async fn a_ban_made_through_the_api_is_enforced_by_agents() {
     let (api, grpc) = server_addrs(&mut server);
     let log = dir.path().join("auth.log");
     let cfg = agent_config(dir.path(), "host-b", Some(&grpc), "nftables", &log);
+    common::enroll(
+        &["--database-url".as_ref(), url.as_ref()],
+        lab.command(Host::B, bin("fleetban-agent")),
+        &cfg,
+        &grpc,
+    );
     let mut agent = Proc::spawn("host-b", dir.path(), {
         let mut c = lab.command(Host::B, bin("fleetban-agent"));
         c.args(["run", "--config"]).arg(&cfg);

@@ -181,4 +181,126 @@ fn help_documents_every_option() {
     let (ok, out) = run(Command::new(bin("fleetban-agent")).args(["run", "--help"]));
     assert!(ok, "{out}");
     assert!(out.contains("--config"), "{out}");
+    let (ok, out) = run(Command::new(bin("fleetban-server")).args(["token", "create", "--help"]));
+    assert!(ok, "{out}");
+    for opt in ["--ttl", "--uses", "--group", "--database-url"] {
+        assert!(out.contains(opt), "{opt} missing from:\n{out}");
+    }
+    let (ok, out) = run(Command::new(bin("fleetban-agent")).args(["enroll", "--help"]));
+    assert!(ok, "{out}");
+    for opt in [
+        "--server",
+        "--token",
+        "--ca-fingerprint",
+        "FLEETBAN_ENROLL_TOKEN",
+    ] {
+        assert!(out.contains(opt), "{opt} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn identity_commands_refuse_bad_input_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = |args: &[&str]| {
+        run(Command::new(bin("fleetban-server"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data))
+    };
+    let (ok, out) = server(&["token", "create", "--uses", "0"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("a token needs at least one use"), "{out}");
+    let (ok, out) = server(&["token", "create", "--ttl", "soon"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("--ttl"), "{out}");
+    let (ok, out) = server(&["token", "create", "--group", "web servers"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("group \"web servers\""), "{out}");
+    let (ok, out) = server(&[
+        "token", "create", "--uses", "3", "--ttl", "2h", "--group", "web",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("fbt1_"), "{out}");
+    assert!(
+        out.contains("3 use(s)") && out.contains("group web"),
+        "{out}"
+    );
+    let (ok, out) = server(&["token", "list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("web") && out.contains("0/3") && out.contains("valid"),
+        "{out}"
+    );
+    assert!(!out.contains("fbt1_"), "no secret listed: {out}");
+    let (ok, out) = server(&["agent", "list"]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("AGENT"), "{out}");
+    let (ok, out) = server(&["agent", "revoke", "nobody"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("agent \"nobody\" is not enrolled"), "{out}");
+
+    // Plaintext is for loopback only, and has no enrollment.
+    let cfg = dir.path().join("server.toml");
+    std::fs::write(
+        &cfg,
+        "grpc_listen = \"0.0.0.0:50051\"\n[tls]\nplaintext = true\n",
+    )
+    .expect("write");
+    let (ok, out) = run(Command::new(bin("fleetban-server"))
+        .args(["serve", "--config"])
+        .arg(&cfg));
+    assert!(!ok, "{out}");
+    assert!(out.contains(":3: key `tls.plaintext`"), "{out}");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[tls]\nplaintext = true\n",
+            data.display()
+        ),
+    )
+    .expect("write");
+    let (ok, out) = run(Command::new(bin("fleetban-server"))
+        .args(["token", "create", "--config"])
+        .arg(&cfg));
+    assert!(!ok, "{out}");
+    assert!(out.contains("enrollment needs TLS"), "{out}");
+
+    // The agent: no server to enroll with, a plaintext URL, an unreachable one.
+    let agent_cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "[agent]\nid = \"a\"\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("write");
+    let token = format!("fbt1_{}_{}", "ab".repeat(32), "cd".repeat(32));
+    let enroll = |extra: &[&str]| {
+        run(Command::new(bin("fleetban-agent"))
+            .args(["enroll", "--config"])
+            .arg(&agent_cfg)
+            .args(["--token", &token])
+            .args(extra))
+    };
+    let (ok, out) = enroll(&[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("no server"), "{out}");
+    let (ok, out) = enroll(&["--server", "http://127.0.0.1:1"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("enrollment needs an https:// server URL"),
+        "{out}"
+    );
+    let (ok, out) = enroll(&["--server", "https://127.0.0.1:1"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("cannot reach the server at 127.0.0.1:1"),
+        "{out}"
+    );
+    let (ok, out) = enroll(&["--server", "https://127.0.0.1:1", "--ca-fingerprint", "xyz"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("malformed CA fingerprint \"xyz\""), "{out}");
+    assert!(!dir.path().join("state").exists(), "nothing saved");
 }

@@ -26,11 +26,18 @@ async fn failures_across_agents_reach_the_fleet_threshold() {
     cmd.args(["serve", "--config"]).arg(&cfg);
     let mut server = Proc::spawn("server", dir.path(), cmd);
     let (_, grpc) = server_addrs(&mut server);
+    let cfg_server = cfg.clone();
 
     let agent = |name: &str| {
         let log = dir.path().join(format!("{name}.log"));
         // maxretry 3: one failure per agent bans nobody locally.
         let cfg = common::agent_config(dir.path(), name, Some(&grpc), "log", &log);
+        common::enroll(
+            &["--config".as_ref(), cfg_server.as_os_str()],
+            Command::new(bin("fleetban-agent")),
+            &cfg,
+            &grpc,
+        );
         let mut cmd = Command::new(bin("fleetban-agent"));
         cmd.args(["run", "--config"]).arg(&cfg);
         (Proc::spawn(name, dir.path(), cmd), log)

@@ -100,6 +100,12 @@ async fn a_ban_on_one_agent_is_enforced_on_every_agent() {
     let agent = |name: &str, host: Host| {
         let log = dir.path().join(format!("{name}-auth.log"));
         let cfg = agent_config(dir.path(), name, Some(&grpc), "nftables", &log);
+        common::enroll(
+            &["--database-url".as_ref(), url.as_ref()],
+            lab.command(host, bin("fleetban-agent")),
+            &cfg,
+            &grpc,
+        );
         let mut cmd = lab.command(host, bin("fleetban-agent"));
         cmd.args(["run", "--config"]).arg(&cfg);
         (Proc::spawn(name, dir.path(), cmd), log)
@@ -149,7 +155,7 @@ async fn a_ban_on_one_agent_is_enforced_on_every_agent() {
     );
     let ruleset = lab.nft_list_ruleset(Host::B);
     assert!(ruleset.contains("table inet fleetban"), "{ruleset}");
-    assert!(ruleset.contains("ip saddr @ban4 drop"), "{ruleset}");
+    assert!(ruleset.contains("ip saddr @host4 drop"), "{ruleset}");
     assert!(!ruleset.contains(&bystander), "{ruleset}");
 
     // B's kernel drops the attacker and lets the bystander through.

@@ -34,6 +34,12 @@ async fn an_agent_without_its_server_bans_locally_and_delivers_events_once() {
 
     let log = dir.path().join("auth.log");
     let cfg = agent_config(dir.path(), "lonely", Some(&grpc), "log", &log);
+    common::enroll(
+        &["--data-dir".as_ref(), data.as_os_str()],
+        Command::new(bin("fleetban-agent")),
+        &cfg,
+        &grpc,
+    );
     let mut cmd = Command::new(bin("fleetban-agent"));
     cmd.args(["run", "--config"]).arg(&cfg);
     let mut agent = Proc::spawn("agent", dir.path(), cmd);

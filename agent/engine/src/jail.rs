@@ -51,6 +51,13 @@ impl Jail {
         &self.settings
     }
 
+    /// Runs on with new settings (a policy from the server): failures
+    /// counted so far stay, and count against the new `maxretry` and
+    /// `findtime` from the next failure on; bans in force keep their end.
+    pub fn set_settings(&mut self, settings: JailSettings) {
+        self.settings = settings;
+    }
+
     /// Whether `ip` is in the jail's ignore list.
     pub fn ignores(&self, ip: IpAddr) -> bool {
         self.settings.ignoreip.iter().any(|n| n.contains(&ip))

@@ -1,18 +1,24 @@
 //! The dry-run backend: logs what it would do and remembers it, enforcing
 //! nothing.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
 use tracing::info;
 
-use super::{Entry, Firewall, FirewallError};
+use super::{Entry, Firewall, FirewallError, Readback};
 use crate::blocklist::Changes;
 
 #[derive(Debug, Default)]
 pub struct LogFirewall {
-    held: BTreeSet<IpNet>,
+    /// Target → expiry (Unix ms), as a kernel would keep it.
+    held: BTreeMap<IpNet, Option<i64>>,
+    made: bool,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 #[async_trait]
@@ -22,7 +28,12 @@ impl Firewall for LogFirewall {
     }
 
     async fn sync(&mut self, entries: &[Entry]) -> Result<(), FirewallError> {
-        self.held = entries.iter().map(|(t, _)| *t).collect();
+        let now = now_ms();
+        self.held = entries
+            .iter()
+            .map(|(t, r)| (*t, r.map(|r| now + r)))
+            .collect();
+        self.made = true;
         info!(
             entries = entries.len(),
             "firewall (dry run): would replace the block list"
@@ -39,18 +50,28 @@ impl Firewall for LogFirewall {
             info!(%target, "firewall (dry run): would unblock");
         }
         for (target, remaining) in &changes.add {
-            self.held.insert(*target);
+            self.held.insert(*target, remaining.map(|r| now_ms() + r));
             info!(%target, timeout_ms = remaining.unwrap_or(0), "firewall (dry run): would block");
         }
         Ok(())
     }
 
-    async fn list(&mut self) -> Result<Vec<IpNet>, FirewallError> {
-        Ok(self.held.iter().copied().collect())
+    async fn read(&mut self) -> Result<Readback, FirewallError> {
+        let now = now_ms();
+        self.held.retain(|_, u| u.is_none_or(|u| u > now));
+        Ok(Readback {
+            intact: self.made,
+            entries: self
+                .held
+                .iter()
+                .map(|(t, u)| (*t, u.map(|u| u - now)))
+                .collect(),
+        })
     }
 
     async fn flush(&mut self) -> Result<(), FirewallError> {
         self.held.clear();
+        self.made = false;
         info!("firewall (dry run): would remove everything");
         Ok(())
     }
@@ -60,6 +81,6 @@ impl Firewall for LogFirewall {
 mod tests {
     #[tokio::test]
     async fn passes_the_firewall_suite() {
-        super::super::suite::run(&mut super::LogFirewall::default()).await;
+        super::super::suite::run_plain(&mut super::LogFirewall::default()).await;
     }
 }

@@ -1,4 +1,5 @@
-//! One behaviour for every firewall backend.
+//! One behaviour for every firewall backend, and a network namespace for
+//! the backends that need a kernel.
 
 use ipnet::IpNet;
 
@@ -9,12 +10,85 @@ fn net(s: &str) -> IpNet {
     fleetban_proto::parse_target(s).expect("target")
 }
 
-/// Drives `fw` through sync, apply and flush, reading back after each step.
-pub(crate) async fn run(fw: &mut dyn Firewall) {
+/// A network namespace of its own, deleted on drop.
+pub(crate) struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    pub(crate) fn new(prefix: &str) -> Self {
+        let name = format!("{prefix}{}", std::process::id());
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .status();
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip runs");
+        assert!(ok.success(), "cannot create namespace {name}");
+        Namespace { name }
+    }
+
+    /// `ip netns exec NS`, for [`super::command::Runner`].
+    pub(crate) fn wrapper(&self) -> Vec<String> {
+        vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.name.clone(),
+        ]
+    }
+
+    /// Runs a shell command in the namespace; its stdout. Panics on failure.
+    pub(crate) fn sh(&self, script: &str) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", script])
+            .output()
+            .expect("sh runs");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Something of another program's in the namespace, to check it is left
+/// alone: an nftables table and, where ipset is installed, an ipset.
+fn foreign(ns: &Namespace) -> String {
+    ns.sh("nft list table inet foreign; ipset save foreign 2>/dev/null || true")
+}
+
+/// Drives `fw` through sync, apply, read and flush, checking after each step,
+/// beside a foreign nftables table and ipset that must stay as they were.
+pub(crate) async fn run(fw: &mut dyn Firewall, ns: &Namespace) {
+    ns.sh(
+        "nft add table inet foreign && nft add set inet foreign keep '{ type ipv4_addr; }' \
+         && nft add element inet foreign keep '{ 192.0.2.1 }' \
+         && nft add chain inet foreign input '{ type filter hook input priority 0; policy accept; }' \
+         && (! command -v ipset >/dev/null || (ipset create foreign hash:ip && ipset add foreign 192.0.2.1))",
+    );
+    let before = foreign(ns);
+    run_plain(fw).await;
+    assert_eq!(foreign(ns), before, "foreign table or set changed");
+}
+
+/// The backend-independent part of [`run`].
+pub(crate) async fn run_plain(fw: &mut dyn Firewall) {
     fw.sync(&[
         (net("192.0.2.1"), Some(600_000)),
         (net("2001:db8::/64"), None),
         (net("198.51.100.0/24"), Some(60_000)),
+        (net("2001:db8:1::7"), Some(60_000)),
     ])
     .await
     .expect("sync");
@@ -23,9 +97,15 @@ pub(crate) async fn run(fw: &mut dyn Firewall) {
         vec![
             net("192.0.2.1"),
             net("198.51.100.0/24"),
-            net("2001:db8::/64")
+            net("2001:db8::/64"),
+            net("2001:db8:1::7"),
         ]
     );
+    let read = fw.read().await.expect("read");
+    assert!(read.intact);
+    let left = read.entries[&net("192.0.2.1")].expect("a timeout");
+    assert!((590_000..=600_000).contains(&left), "{left}");
+    assert_eq!(read.entries[&net("2001:db8::/64")], None);
 
     let changes = Changes {
         add: vec![(net("203.0.113.7"), Some(5_000))],
@@ -34,7 +114,11 @@ pub(crate) async fn run(fw: &mut dyn Firewall) {
     fw.apply(&changes).await.expect("apply");
     assert_eq!(
         fw.list().await.expect("list"),
-        vec![net("198.51.100.0/24"), net("203.0.113.7")]
+        vec![
+            net("198.51.100.0/24"),
+            net("203.0.113.7"),
+            net("2001:db8:1::7")
+        ]
     );
     fw.apply(&Changes::default()).await.expect("empty apply");
 
@@ -43,7 +127,10 @@ pub(crate) async fn run(fw: &mut dyn Firewall) {
     assert_eq!(fw.list().await.expect("list"), vec![net("192.0.2.200")]);
     fw.sync(&[]).await.expect("sync empty");
     assert!(fw.list().await.expect("list").is_empty());
+    assert!(fw.read().await.expect("read").intact);
 
     fw.flush().await.expect("flush");
     fw.flush().await.expect("flush twice");
+    let read = fw.read().await.expect("read after flush");
+    assert!(!read.intact && read.entries.is_empty(), "{read:?}");
 }

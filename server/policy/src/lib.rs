@@ -8,6 +8,7 @@ pub mod allowlist;
 pub mod correlate;
 pub mod feed;
 pub mod growth;
+pub mod jails;
 
 use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
@@ -15,6 +16,7 @@ use ipnet::IpNet;
 pub use allowlist::Allowlist;
 pub use correlate::{Facts, FleetThreshold, Policy, PolicyError, SubnetEscalation};
 pub use growth::{BanGrowth, Growth};
+pub use jails::{JailRule, JailRuleError};
 
 /// Where a decision comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

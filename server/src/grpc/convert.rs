@@ -20,6 +20,25 @@ pub fn decision(d: &Decision) -> pb::Decision {
     }
 }
 
+/// Jail rules as pushed to an agent (zero: the agent's own setting).
+pub fn policy(p: &crate::service::JailPolicy) -> pb::PolicyUpdate {
+    pb::PolicyUpdate {
+        policy_toml: String::new(),
+        version: p.version,
+        jails: p
+            .jails
+            .iter()
+            .map(|r| pb::JailPolicy {
+                jail: r.jail.clone(),
+                enabled: r.enabled,
+                maxretry: r.maxretry.unwrap_or(0),
+                findtime_s: r.findtime.map_or(0, |d| d.num_seconds()),
+                bantime_s: r.bantime.map_or(0, |d| d.num_seconds()),
+            })
+            .collect(),
+    }
+}
+
 /// The valid events and bans of a batch. An invalid entry is logged and left
 /// out, so one bad entry cannot make an agent resend its batch forever.
 pub fn batch(agent_id: &str, batch: pb::EventBatch) -> (Vec<NewEvent>, Vec<LocalBan>) {

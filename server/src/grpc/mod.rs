@@ -1,6 +1,9 @@
 //! The agents' gRPC endpoint: one `Connect` stream per agent.
 
 mod convert;
+mod enroll;
+
+pub use enroll::{auth_status, EnrollEndpoint, EnrollServiceServer};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,12 +14,15 @@ use fleetban_proto::pb::agent_service_server::AgentService;
 use fleetban_proto::pb::server_message::Msg as ServerMsg;
 use fleetban_proto::pb::{self, AgentMessage, ServerMessage};
 use futures::Stream;
-use tokio::sync::mpsc;
+use std::collections::HashSet;
+
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::service::identity::{AuthError, Identities};
 use crate::service::{Service, ServiceError};
 use crate::store::{AgentInfo, StoreError};
 
@@ -34,11 +40,49 @@ pub struct AgentEndpoint {
     service: Arc<Service>,
     /// Cancelled when the server stops: every session ends.
     stop: CancellationToken,
+    /// Who may connect; `None`: anyone, as the id its Hello names.
+    identities: Option<Arc<Identities>>,
 }
 
 impl AgentEndpoint {
     pub fn new(service: Arc<Service>, stop: CancellationToken) -> Self {
-        AgentEndpoint { service, stop }
+        AgentEndpoint {
+            service,
+            stop,
+            identities: None,
+        }
+    }
+
+    /// Streams are authenticated by `identities` (when it requires
+    /// certificates), and end when their agent is revoked.
+    pub fn with_identities(mut self, identities: Arc<Identities>) -> Self {
+        self.identities = Some(identities);
+        self
+    }
+
+    /// The agent a stream's client certificate belongs to, if streams are
+    /// authenticated.
+    /// The certified agent and its enrolled group; `None` in plaintext mode.
+    async fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<(String, Option<String>)>, Status> {
+        let Some(ids) = self
+            .identities
+            .as_ref()
+            .filter(|i| i.requires_certificates())
+        else {
+            return Ok(None);
+        };
+        let certs = request.peer_certs();
+        let leaf = certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
+        match ids.authenticate(leaf).await {
+            Ok(agent) => Ok(Some(agent)),
+            Err(e) => {
+                info!(peer = ?request.remote_addr(), error = %e, "agent refused");
+                Err(enroll::auth_status(e))
+            }
+        }
     }
 }
 
@@ -52,6 +96,7 @@ impl AgentService for AgentEndpoint {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ServerStream>, Status> {
+        let certified = self.authenticate(&request).await?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -62,20 +107,41 @@ impl AgentService for AgentEndpoint {
             }) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
+        let mut group = hello.group;
+        if let Some((actual, enrolled_group)) = certified {
+            if actual != hello.agent_id {
+                let e = AuthError::WrongAgent {
+                    claimed: hello.agent_id,
+                    actual,
+                };
+                info!(error = %e, "agent refused");
+                return Err(enroll::auth_status(e));
+            }
+            // The group of the enrollment binds; the Hello's cannot widen it.
+            if let Some(g) = enrolled_group.filter(|g| !g.is_empty()) {
+                if !group.is_empty() && group != g {
+                    warn!(agent = %actual, claimed = %group, enrolled = %g, "agent claims another group than it was enrolled in; using the enrolled one");
+                }
+                group = g;
+            }
+        }
         let agent = AgentInfo {
             id: hello.agent_id,
             hostname: hello.hostname,
             version: hello.version,
             jails: hello.jails,
+            group,
         };
         self.service.agent_joined(&agent).await.map_err(status)?;
         let (tx, rx) = mpsc::channel(64);
         let span = tracing::info_span!("server.grpc.session", agent = %agent.id);
         let session = Session {
             service: self.service.clone(),
+            group: agent.group,
             agent_id: agent.id,
             tx,
             resume_from: hello.last_applied_version,
+            revoked: self.identities.as_ref().map(|i| i.watch_revoked()),
         };
         tokio::spawn(session.run(inbound, self.stop.clone()).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -87,6 +153,7 @@ impl AgentService for AgentEndpoint {
 fn status(e: ServiceError) -> Status {
     match e {
         ServiceError::Invalid(m) => Status::invalid_argument(m),
+        e @ ServiceError::Feed { .. } => Status::failed_precondition(e.to_string()),
         e @ ServiceError::NotYourself { .. } => Status::permission_denied(e.to_string()),
         ServiceError::Policy(p) => Status::failed_precondition(p.to_string()),
         ServiceError::Store(StoreError::UnknownAgent(a)) => {
@@ -102,23 +169,43 @@ fn status(e: ServiceError) -> Status {
 struct Session {
     service: Arc<Service>,
     agent_id: String,
+    /// The agent's group ('' for none).
+    group: String,
     tx: mpsc::Sender<Result<ServerMessage, Status>>,
     /// The version the agent says it applied (0: none).
     resume_from: u64,
+    /// Revoked agents: the session ends when its agent joins them.
+    revoked: Option<watch::Receiver<Arc<HashSet<String>>>>,
+}
+
+/// Completes when `agent` is revoked (never, without a watch).
+async fn revocation(revoked: Option<watch::Receiver<Arc<HashSet<String>>>>, agent: &str) {
+    let Some(mut revoked) = revoked else {
+        return std::future::pending().await;
+    };
+    if revoked.wait_for(|set| set.contains(agent)).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The stream is gone (the agent left or the server is stopping).
 struct Closed;
 
 impl Session {
-    async fn run(self, mut inbound: Streaming<AgentMessage>, stop: CancellationToken) {
+    async fn run(mut self, mut inbound: Streaming<AgentMessage>, stop: CancellationToken) {
         let metrics = self.service.metrics().clone();
         metrics.agents_connected.inc();
         info!("agent connected");
+        let revoked = revocation(self.revoked.take(), &self.agent_id);
         tokio::select! {
             _ = self.serve(&mut inbound) => {}
             () = stop.cancelled() => {
                 let _ = self.tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+            }
+            () = revoked => {
+                info!("agent revoked: stream closed");
+                let e = AuthError::Revoked(self.agent_id.clone());
+                let _ = self.tx.send(Err(enroll::auth_status(e))).await;
             }
         }
         metrics.agents_connected.dec();
@@ -133,6 +220,12 @@ impl Session {
         }))
         .await?;
         let mut expired = self.service.subscribe_expired();
+        let mut policies = self.service.subscribe_policies();
+        // The database's version, not only this process's: the agent may
+        // come from a replica that is ahead of this one.
+        if let Err(e) = self.service.resync().await {
+            return Err(self.fail(e).await);
+        }
         let current = self.service.current_version();
         let mut sent = if self.resume_from > 0
             && self.resume_from <= current
@@ -143,8 +236,17 @@ impl Session {
         } else {
             self.send_snapshot().await?
         };
+        policies.borrow_and_update();
+        self.send_policy().await?;
         loop {
             tokio::select! {
+                changed = policies.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    policies.borrow_and_update();
+                    self.send_policy().await?;
+                }
                 ids = expired.recv() => match ids {
                     Ok(ids) => {
                         self.send(ServerMsg::Delta(pb::Delta {
@@ -217,6 +319,20 @@ impl Session {
         Ok(snapshot.version)
     }
 
+    /// The jail rules for the agent's group.
+    async fn send_policy(&self) -> Result<(), Closed> {
+        let p = self.service.jail_policy_for(&self.group);
+        self.send(ServerMsg::PolicyUpdate(convert::policy(&p)))
+            .await?;
+        self.service.metrics().policy_updates_sent.inc();
+        debug!(
+            version = p.version,
+            jails = p.jails.len(),
+            "jail policy sent"
+        );
+        Ok(())
+    }
+
     async fn send_changes(&self, from: u64) -> Result<u64, Closed> {
         let update = match self.service.changes_since(from).await {
             Ok(u) => u,
@@ -251,7 +367,11 @@ impl Session {
                 self.service.metrics().event_batches.inc();
                 let seq = batch.seq;
                 let (events, bans) = convert::batch(&self.agent_id, batch);
-                match self.service.report(&self.agent_id, &events, &bans).await {
+                match self
+                    .service
+                    .report(&self.agent_id, &self.group, &events, &bans)
+                    .await
+                {
                     Ok(_) => self.send(ServerMsg::Ack(pb::Ack { seq })).await,
                     Err(e) => Err(self.fail(e).await),
                 }

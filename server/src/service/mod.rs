@@ -2,19 +2,26 @@
 //! events and local bans, and receive the block list.
 
 mod blocklist;
+mod feeds;
+mod follow;
+pub mod identity;
+mod policies;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use fleetban_policy::{correlate, ActiveBan, Facts, LocalBan, NewDecision, Policy};
+use fleetban_policy::{correlate, JailRule, LocalBan, Policy};
 use ipnet::IpNet;
 use tokio::sync::{broadcast, watch, Mutex};
 use tracing::{debug, info};
 
 use crate::metrics::Metrics;
-use crate::store::{AgentInfo, Decision, NewEvent, Store, StoreError};
+use crate::policy_config::PolicySeed;
+use crate::store::{AgentInfo, Decision, FactsQuery, NewEvent, Store, StoreError};
 
 pub use blocklist::{BlockListUpdate, Snapshot};
+pub use feeds::FeedReport;
+pub use policies::JailPolicy;
 
 /// A use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +30,8 @@ pub enum ServiceError {
     Invalid(String),
     #[error("agent {claimed:?} may only report for itself ({actual:?})")]
     NotYourself { claimed: String, actual: String },
+    #[error("feed {feed}: {message}")]
+    Feed { feed: String, message: String },
     #[error(transparent)]
     Policy(#[from] fleetban_policy::PolicyError),
     #[error(transparent)]
@@ -58,11 +67,14 @@ pub struct Service {
     /// The newest block-list version this process knows of; sessions wait on
     /// it to push deltas.
     version: watch::Sender<u64>,
-    /// Serialises correlation within this process, so two agents reporting
-    /// the same address at once make one decision.
+    /// Serialises correlation within this process (the store serialises it
+    /// across processes), so two agents reporting the same address at once
+    /// make one decision.
     correlate: Mutex<()>,
-    /// The fleet's correlation rules.
-    policy: Policy,
+    /// The policies in force, as last read from the database.
+    policies: std::sync::RwLock<policies::Policies>,
+    /// The policies' version; sessions wait on it to push jail policies.
+    policy_version: watch::Sender<u64>,
     /// Ids of bans that just expired, for sessions to remove from agents.
     expired: broadcast::Sender<Arc<Vec<i64>>>,
     /// New decisions and events as they are stored.
@@ -70,24 +82,62 @@ pub struct Service {
 }
 
 impl Service {
+    /// Seeds the database's policies from `seed` if it has none yet, then
+    /// runs with the database's.
     pub async fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-        policy: Policy,
-    ) -> Result<Self, StoreError> {
+        seed: &PolicySeed,
+    ) -> Result<Self, ServiceError> {
+        if store
+            .seed_policies(&seed.rules_toml, &seed.jails, clock.now())
+            .await?
+        {
+            info!(
+                jail_rules = seed.jails.len(),
+                "policies seeded from the configuration"
+            );
+        } else {
+            info!("policies read from the database; [policy] in the configuration only seeds an empty database");
+        }
+        let loaded = policies::load(store.as_ref()).await?;
         let current = store.block_list_version().await?;
         let (version, _) = watch::channel(current);
+        let (policy_version, _) = watch::channel(loaded.version);
         Ok(Service {
             store,
             clock,
             metrics,
             version,
             correlate: Mutex::new(()),
-            policy,
+            policies: std::sync::RwLock::new(loaded),
+            policy_version,
             expired: broadcast::channel(64).0,
             live: broadcast::channel(1024).0,
         })
+    }
+
+    /// The correlation rules in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policies
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .rules
+            .clone()
+    }
+
+    fn jail_rules_cached(&self) -> Arc<Vec<JailRule>> {
+        self.policies
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .jails
+            .clone()
+    }
+
+    /// Notified whenever the policies change.
+    pub fn subscribe_policies(&self) -> watch::Receiver<u64> {
+        self.policy_version.subscribe()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -115,11 +165,12 @@ impl Service {
         creator: &str,
     ) -> Result<Vec<Decision>, ServiceError> {
         let now = self.clock.now();
+        let policy = self.policy();
         let decisions = bans
             .iter()
             .map(|b| {
                 correlate::manual(
-                    &self.policy,
+                    &policy,
                     b.target,
                     b.duration,
                     b.group.as_deref(),
@@ -196,6 +247,7 @@ impl Service {
     pub async fn report(
         &self,
         agent_id: &str,
+        group: &str,
         events: &[NewEvent],
         bans: &[LocalBan],
     ) -> Result<Vec<Decision>, ServiceError> {
@@ -214,61 +266,56 @@ impl Service {
         let now = self.clock.now();
         let stored = self.store.insert_events(events, now).await?;
         self.metrics.events_stored.inc_by(stored);
+        let group = Some(group).filter(|g| !g.is_empty());
         if stored > 0 && self.live.receiver_count() > 0 {
             let _ = self
                 .live
                 .send(LiveUpdate::Events(Arc::new(events.to_vec())));
         }
-        let mut decided = self.fleet_failures(events).await?;
+        let mut decided = self.fleet_failures(events, group).await?;
         for ban in bans {
-            decided.extend(self.local_ban(ban).await?);
+            decided.extend(self.local_ban(ban, group).await?);
         }
         Ok(decided)
     }
 
-    /// What the store knows about `target` for correlation.
-    async fn facts(&self, target: IpNet, now: DateTime<Utc>) -> Result<Facts, ServiceError> {
-        let active = self
-            .store
-            .active_bans_covering(target, now)
-            .await?
-            .into_iter()
-            .map(|d| ActiveBan {
-                target: d.target,
-                expires_at: d.expires_at,
-            })
-            .collect();
-        let previous_bans = if self.policy.recidive.is_some() {
-            self.store.ban_count(target).await?
-        } else {
-            0
-        };
-        let banned_in_prefix = match self
-            .policy
+    /// What the store must gather to correlate `target`. Decisions are
+    /// serialised per subnet when subnet escalation is on (two replicas
+    /// banning neighbours must not both escalate), else per target.
+    fn query(
+        policy: &Policy,
+        target: IpNet,
+        failures_since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> FactsQuery {
+        let prefix = policy
             .subnet
             .as_ref()
-            .and_then(|s| s.prefix_of(&target).map(|p| (p, s.window)))
-        {
-            // Counting the ban being decided.
-            Some((prefix, window)) => self.store.banned_in_prefix(prefix, now - window).await? + 1,
-            None => 0,
-        };
-        Ok(Facts {
-            active,
-            previous_bans,
-            banned_in_prefix,
-            ..Default::default()
-        })
+            .and_then(|s| s.prefix_of(&target).map(|p| (p, now - s.window)));
+        FactsQuery {
+            lock: format!("correlate:{}", prefix.map_or(target, |(p, _)| p)),
+            target,
+            failures: failures_since.map(|since| (target.addr(), since)),
+            history: policy.recidive.is_some(),
+            prefix,
+        }
     }
 
+    /// Records decisions made outside correlation (manual ones), in order.
     async fn record(
         &self,
-        decisions: Vec<NewDecision>,
+        decisions: Vec<fleetban_policy::NewDecision>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Decision>, ServiceError> {
-        let mut recorded = Vec::new();
-        for new in decisions {
-            let decision = self.store.record_decision(&new, now).await?;
+        let mut stored = Vec::with_capacity(decisions.len());
+        for new in &decisions {
+            stored.push(self.store.record_decision(new, now).await?);
+        }
+        Ok(self.recorded(stored))
+    }
+
+    fn recorded(&self, decisions: Vec<Decision>) -> Vec<Decision> {
+        for decision in &decisions {
             info!(
                 decision = decision.id,
                 version = decision.version,
@@ -279,23 +326,35 @@ impl Service {
             self.metrics.decisions.inc();
             self.publish(decision.version);
             let _ = self.live.send(LiveUpdate::Decision(decision.clone()));
-            recorded.push(decision);
         }
-        Ok(recorded)
+        decisions
     }
 
-    async fn local_ban(&self, ban: &LocalBan) -> Result<Vec<Decision>, ServiceError> {
+    async fn local_ban(
+        &self,
+        ban: &LocalBan,
+        group: Option<&str>,
+    ) -> Result<Vec<Decision>, ServiceError> {
         let _guard = self.correlate.lock().await;
         let now = self.clock.now();
-        let facts = self.facts(ban.target, now).await?;
-        let decisions = correlate::on_local_ban(&self.policy, ban, None, &facts, now);
-        self.record(decisions, now).await
+        let policy = self.policy();
+        let query = Self::query(&policy, ban.target, None, now);
+        let decide = |facts: &fleetban_policy::Facts| {
+            correlate::on_local_ban(&policy, ban, group, facts, now)
+        };
+        let decided = self.store.decide(&query, now, &decide).await?;
+        Ok(self.recorded(decided))
     }
 
     /// Fleet thresholds: each address of `events` is checked against its
-    /// failures across the fleet.
-    async fn fleet_failures(&self, events: &[NewEvent]) -> Result<Vec<Decision>, ServiceError> {
-        let Some(threshold) = &self.policy.threshold else {
+    /// failures across the fleet, as stored (whichever replica stored them).
+    async fn fleet_failures(
+        &self,
+        events: &[NewEvent],
+        group: Option<&str>,
+    ) -> Result<Vec<Decision>, ServiceError> {
+        let policy = self.policy();
+        let Some(threshold) = &policy.threshold else {
             return Ok(Vec::new());
         };
         let mut ips: Vec<(std::net::IpAddr, &str)> =
@@ -307,14 +366,12 @@ impl Service {
             let _guard = self.correlate.lock().await;
             let now = self.clock.now();
             let target = IpNet::from(ip);
-            let (hosts, failures) = self.store.failure_stats(ip, now - threshold.window).await?;
-            let facts = Facts {
-                hosts,
-                failures,
-                ..self.facts(target, now).await?
+            let query = Self::query(&policy, target, Some(now - threshold.window), now);
+            let decide = |facts: &fleetban_policy::Facts| {
+                correlate::on_failures(&policy, &target, jail, group, facts, now)
             };
-            let decisions = correlate::on_failures(&self.policy, &target, jail, None, &facts, now);
-            out.extend(self.record(decisions, now).await?);
+            let decided = self.store.decide(&query, now, &decide).await?;
+            out.extend(self.recorded(decided));
         }
         Ok(out)
     }

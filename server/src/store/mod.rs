@@ -4,6 +4,7 @@
 //! embedded SQLite for a one-machine start.
 
 pub mod api;
+pub mod identity;
 mod postgres;
 mod postgres_api;
 mod sqlite;
@@ -14,11 +15,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fleetban_policy::{NewDecision, Origin};
+use fleetban_policy::{ActiveBan, Facts, JailRule, NewDecision, Origin};
 use ipnet::IpNet;
 use uuid::Uuid;
 
 pub use api::ApiStore;
+pub use identity::{
+    Enrollment, IdentityStore, NewEnrollment, NewToken, Refusal, StoredCa, TokenRecord,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -48,6 +52,8 @@ pub enum StoreError {
     UnknownAgent(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    #[error("enrollment refused: {0}")]
+    Refused(#[from] identity::Refusal),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -59,6 +65,8 @@ pub struct AgentInfo {
     pub hostname: String,
     pub version: String,
     pub jails: Vec<String>,
+    /// The agent group it belongs to ('' for none).
+    pub group: String,
 }
 
 /// An agent as stored.
@@ -122,10 +130,75 @@ pub struct Decision {
     pub revokes: Option<i64>,
 }
 
+/// What correlation needs to know about one target. The store gathers it
+/// and records the decisions made from it as one step that no other
+/// server process sharing the database interleaves with for the same
+/// `lock`: so events of one address arriving at two replicas make one
+/// decision, never two, and never none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactsQuery {
+    /// Decisions under one key are made one at a time (the target, or the
+    /// subnet it escalates to).
+    pub lock: String,
+    pub target: IpNet,
+    /// Count the failures of this address since this time.
+    pub failures: Option<(IpAddr, DateTime<Utc>)>,
+    /// Count earlier bans of the target (recidive).
+    pub history: bool,
+    /// Count addresses of this prefix banned since this time (subnet
+    /// escalation).
+    pub prefix: Option<(IpNet, DateTime<Utc>)>,
+}
+
+/// The pure step between facts and decisions.
+pub type Decide<'a> = &'a (dyn Fn(&Facts) -> Vec<NewDecision> + Send + Sync);
+
+/// What one feed import changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedPlan {
+    pub add: Vec<NewDecision>,
+    /// Ids of the feed's bans to revoke.
+    pub revoke: Vec<i64>,
+}
+
+/// Plans a feed import from the feed's bans now in force.
+pub type PlanFeed<'a> = &'a (dyn Fn(&[Decision]) -> FeedPlan + Send + Sync);
+
+/// The last import of a feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedStatus {
+    pub name: String,
+    pub last_attempt: DateTime<Utc>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub entries: u64,
+    pub invalid_lines: u64,
+    /// Empty when the last attempt succeeded.
+    pub last_error: String,
+}
+
+/// A change made by any server process on the shared database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The block list reached this version.
+    Decisions(u64),
+    /// The policies reached this version.
+    Policies(u64),
+    /// Notifications may have been missed (the listener reconnected): read
+    /// the versions again.
+    Resync,
+}
+
+/// Changes made by other server processes, as they commit.
+#[async_trait]
+pub trait Changes: Send {
+    /// The next change; waits (retrying the database) until there is one.
+    async fn next(&mut self) -> Change;
+}
+
 /// What the server needs from its database (the REST API's part is
 /// [`ApiStore`]).
 #[async_trait]
-pub trait Store: ApiStore + Send + Sync + 'static {
+pub trait Store: IdentityStore + ApiStore + Send + Sync + 'static {
     /// Records an agent's introduction (first time or again).
     async fn upsert_agent(&self, agent: &AgentInfo, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks an agent as seen, and the block-list version it applied.
@@ -197,6 +270,125 @@ pub trait Store: ApiStore + Send + Sync + 'static {
     ) -> Result<Vec<i64>, StoreError>;
     /// Deletes events that happened before `before`; returns how many.
     async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Gathers the facts of `query`, runs `decide` on them and records the
+    /// decisions it returns, serialised per `query.lock` across every server
+    /// process of the database.
+    async fn decide(
+        &self,
+        query: &FactsQuery,
+        now: DateTime<Utc>,
+        decide: Decide<'_>,
+    ) -> Result<Vec<Decision>, StoreError>;
+    /// Imports feed `feed`: `plan` sees the feed's bans in force (creator
+    /// `feed:NAME`) and says what to add and revoke; all of it is recorded
+    /// at once, one import of a feed at a time across server processes.
+    async fn sync_feed(
+        &self,
+        feed: &str,
+        now: DateTime<Utc>,
+        plan: PlanFeed<'_>,
+    ) -> Result<Vec<Decision>, StoreError>;
+    async fn put_feed_status(&self, status: &FeedStatus) -> Result<(), StoreError>;
+    async fn feed_statuses(&self) -> Result<Vec<FeedStatus>, StoreError>;
+
+    /// Every jail rule, by group then jail.
+    async fn jail_rules(&self) -> Result<Vec<JailRule>, StoreError>;
+    /// Creates or replaces the rule of `(rule.group, rule.jail)`; returns
+    /// the new policy version.
+    async fn put_jail_rule(
+        &self,
+        rule: &JailRule,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Removes a rule; returns the new policy version.
+    async fn delete_jail_rule(
+        &self,
+        group: &str,
+        jail: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// The fleet's correlation rules (TOML of a `[policy]` section); `None`
+    /// before the first start seeded them.
+    async fn fleet_rules(&self) -> Result<Option<String>, StoreError>;
+    /// Replaces the correlation rules; returns the new policy version.
+    async fn set_fleet_rules(
+        &self,
+        rules: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Stores the configured policies if the database has none yet (the
+    /// first start of the first server); returns whether it did.
+    async fn seed_policies(
+        &self,
+        rules: &str,
+        jails: &[JailRule],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// The policies' version (bumped by every change).
+    async fn policy_version(&self) -> Result<u64, StoreError>;
+
+    /// Changes committed by other server processes, when the database is
+    /// shared (`None`: this process is the only writer).
+    async fn changes(&self) -> Result<Option<Box<dyn Changes>>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// Facts from what the store counted.
+fn facts(
+    active: Vec<Decision>,
+    previous_bans: u32,
+    failures: (u32, u32),
+    banned_in_prefix: Option<u32>,
+) -> Facts {
+    Facts {
+        active: active
+            .into_iter()
+            .map(|d| ActiveBan {
+                target: d.target,
+                expires_at: d.expires_at,
+            })
+            .collect(),
+        previous_bans,
+        hosts: failures.0,
+        failures: failures.1,
+        // Counting the ban being decided.
+        banned_in_prefix: banned_in_prefix.map_or(0, |n| n.saturating_add(1)),
+    }
+}
+
+fn seconds(d: Option<chrono::Duration>) -> Option<i64> {
+    d.map(|d| d.num_seconds())
+}
+
+fn jail_rule(
+    group: String,
+    jail: String,
+    enabled: bool,
+    maxretry: Option<i64>,
+    findtime_s: Option<i64>,
+    bantime_s: Option<i64>,
+) -> Result<JailRule, StoreError> {
+    let maxretry = maxretry
+        .map(|m| u32::try_from(m).map_err(|_| StoreError::Corrupt(format!("maxretry {m}"))))
+        .transpose()?;
+    Ok(JailRule {
+        group,
+        jail,
+        enabled,
+        maxretry,
+        findtime: findtime_s.map(chrono::Duration::seconds),
+        bantime: bantime_s.map(chrono::Duration::seconds),
+    })
+}
+
+/// The creator of a feed's decisions.
+pub fn feed_creator(feed: &str) -> String {
+    format!("feed:{feed}")
 }
 
 /// Opens (and migrates) the database at `url`.

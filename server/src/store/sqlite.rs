@@ -14,9 +14,12 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+use fleetban_policy::JailRule;
+
 use super::{
-    from_version, parse_origin, parse_target, redact, to_version, AgentInfo, AgentRecord, Decision,
-    DecisionKind, NewEvent, Store, StoreError,
+    facts, feed_creator, from_version, jail_rule, parse_origin, parse_target, redact, seconds,
+    to_version, AgentInfo, AgentRecord, Decide, Decision, DecisionKind, FactsQuery, FeedStatus,
+    NewEvent, PlanFeed, Store, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -55,6 +58,83 @@ impl SqliteStore {
                 source,
             })?;
         Ok(SqliteStore { pool })
+    }
+
+    /// Ends decision `id` on behalf of `creator`.
+    async fn revoke_as(
+        &self,
+        id: i64,
+        origin: Origin,
+        creator: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let version = next_version(&mut tx).await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, revokes)
+             SELECT ?1, 'revoke', target, ?2, ?3, ?4, jail, scope, ?5, id FROM decisions WHERE id = ?6 AND kind = 'ban'
+             RETURNING {DECISION_COLUMNS}"
+        ))
+        .bind(version)
+        .bind(origin.as_str())
+        .bind(reason)
+        .bind(creator)
+        .bind(ms(now))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::AlreadyExists(format!("revocation of decision {id}"))
+            }
+            _ => StoreError::Database(e),
+        })?;
+        let row = row.ok_or_else(|| StoreError::NotFound(format!("decision {id}")))?;
+        let stored = decision(&row)?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn next_policy_version(
+        tx: &mut sqlx::SqliteConnection,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        to_version(
+            sqlx::query_scalar(
+                "UPDATE policy_state SET version = version + 1, updated_at = ?1, updated_by = ?2 RETURNING version",
+            )
+            .bind(ms(now))
+            .bind(by)
+            .fetch_one(tx)
+            .await?,
+        )
+    }
+
+    async fn insert_rule(
+        tx: &mut sqlx::SqliteConnection,
+        rule: &JailRule,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO jail_policies (agent_group, jail, enabled, maxretry, findtime_s, bantime_s, updated_at, updated_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (agent_group, jail) DO UPDATE SET enabled = ?3, maxretry = ?4, findtime_s = ?5,
+               bantime_s = ?6, updated_at = ?7, updated_by = ?8",
+        )
+        .bind(&rule.group)
+        .bind(&rule.jail)
+        .bind(rule.enabled)
+        .bind(rule.maxretry.map(i64::from))
+        .bind(seconds(rule.findtime))
+        .bind(seconds(rule.bantime))
+        .bind(ms(now))
+        .bind(by)
+        .execute(tx)
+        .await?;
+        Ok(())
     }
 
     pub(super) fn pool(&self) -> &SqlitePool {
@@ -110,14 +190,16 @@ async fn next_version(tx: &mut sqlx::SqliteConnection) -> Result<i64, StoreError
 impl Store for SqliteStore {
     async fn upsert_agent(&self, a: &AgentInfo, now: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO agents (id, hostname, version, jails, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-             ON CONFLICT (id) DO UPDATE SET hostname = ?2, version = ?3, jails = ?4, last_seen = ?5",
+            "INSERT INTO agents (id, hostname, version, jails, first_seen, last_seen, agent_group)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET hostname = ?2, version = ?3, jails = ?4, last_seen = ?5, agent_group = ?6",
         )
         .bind(&a.id)
         .bind(&a.hostname)
         .bind(&a.version)
         .bind(a.jails.join(","))
         .bind(ms(now))
+        .bind(&a.group)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -145,7 +227,7 @@ impl Store for SqliteStore {
 
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, hostname, version, jails, first_seen, last_seen, applied_version FROM agents ORDER BY id",
+            "SELECT id, hostname, version, jails, first_seen, last_seen, applied_version, agent_group FROM agents ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -162,6 +244,7 @@ impl Store for SqliteStore {
                             .filter(|j| !j.is_empty())
                             .map(str::to_owned)
                             .collect(),
+                        group: r.try_get("agent_group")?,
                     },
                     first_seen: time(r.try_get("first_seen")?)?,
                     last_seen: time(r.try_get("last_seen")?)?,
@@ -245,31 +328,8 @@ impl Store for SqliteStore {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<Decision, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let version = next_version(&mut tx).await?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, revokes)
-             SELECT ?1, 'revoke', target, ?2, ?3, ?4, jail, scope, ?5, id FROM decisions WHERE id = ?6 AND kind = 'ban'
-             RETURNING {DECISION_COLUMNS}"
-        ))
-        .bind(version)
-        .bind(Origin::Manual.as_str())
-        .bind(reason)
-        .bind(creator)
-        .bind(ms(now))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::AlreadyExists(format!("revocation of decision {id}"))
-            }
-            _ => StoreError::Database(e),
-        })?;
-        let row = row.ok_or_else(|| StoreError::NotFound(format!("decision {id}")))?;
-        let stored = decision(&row)?;
-        tx.commit().await?;
-        Ok(stored)
+        self.revoke_as(id, Origin::Manual, creator, reason, now)
+            .await
     }
 
     async fn active_bans(&self, now: DateTime<Utc>) -> Result<Vec<Decision>, StoreError> {
@@ -403,4 +463,222 @@ impl Store for SqliteStore {
             .count();
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
+
+    async fn decide(
+        &self,
+        q: &FactsQuery,
+        now: DateTime<Utc>,
+        decide: Decide<'_>,
+    ) -> Result<Vec<Decision>, StoreError> {
+        // One server process owns an SQLite database; the service serialises
+        // its own correlation.
+        let active = self.active_bans_covering(q.target, now).await?;
+        let previous = if q.history {
+            self.ban_count(q.target).await?
+        } else {
+            0
+        };
+        let failures = match q.failures {
+            Some((ip, since)) => self.failure_stats(ip, since).await?,
+            None => (0, 0),
+        };
+        let prefix = match q.prefix {
+            Some((p, since)) => Some(self.banned_in_prefix(p, since).await?),
+            None => None,
+        };
+        let mut out = Vec::new();
+        for d in decide(&facts(active, previous, failures, prefix)) {
+            out.push(self.record_decision(&d, now).await?);
+        }
+        Ok(out)
+    }
+
+    async fn sync_feed(
+        &self,
+        feed: &str,
+        now: DateTime<Utc>,
+        plan: PlanFeed<'_>,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let creator = feed_creator(feed);
+        let current: Vec<Decision> = self
+            .active_bans(now)
+            .await?
+            .into_iter()
+            .filter(|d| d.creator == creator)
+            .collect();
+        let plan = plan(&current);
+        let mut out = Vec::new();
+        for d in &plan.add {
+            out.push(self.record_decision(d, now).await?);
+        }
+        for &id in &plan.revoke {
+            out.push(
+                self.revoke_as(
+                    id,
+                    Origin::Feed,
+                    &creator,
+                    "no longer listed in the feed",
+                    now,
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn put_feed_status(&self, f: &FeedStatus) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO feed_status (name, last_attempt, last_success, entries, invalid_lines, last_error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (name) DO UPDATE SET last_attempt = ?2, last_success = ?3, entries = ?4,
+               invalid_lines = ?5, last_error = ?6",
+        )
+        .bind(&f.name)
+        .bind(ms(f.last_attempt))
+        .bind(f.last_success.map(ms))
+        .bind(i64::try_from(f.entries).unwrap_or(i64::MAX))
+        .bind(i64::try_from(f.invalid_lines).unwrap_or(i64::MAX))
+        .bind(&f.last_error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn feed_statuses(&self) -> Result<Vec<FeedStatus>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, last_attempt, last_success, entries, invalid_lines, last_error FROM feed_status ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FeedStatus {
+                    name: r.try_get("name")?,
+                    last_attempt: time(r.try_get("last_attempt")?)?,
+                    last_success: r
+                        .try_get::<Option<i64>, _>("last_success")?
+                        .map(time)
+                        .transpose()?,
+                    entries: u64::try_from(r.try_get::<i64, _>("entries")?).unwrap_or(0),
+                    invalid_lines: u64::try_from(r.try_get::<i64, _>("invalid_lines")?)
+                        .unwrap_or(0),
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn jail_rules(&self) -> Result<Vec<JailRule>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent_group, jail, enabled, maxretry, findtime_s, bantime_s FROM jail_policies
+             ORDER BY agent_group, jail",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                jail_rule(
+                    r.try_get("agent_group")?,
+                    r.try_get("jail")?,
+                    r.try_get("enabled")?,
+                    r.try_get("maxretry")?,
+                    r.try_get("findtime_s")?,
+                    r.try_get("bantime_s")?,
+                )
+            })
+            .collect()
+    }
+
+    async fn put_jail_rule(
+        &self,
+        rule: &JailRule,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let version = Self::next_policy_version(&mut tx, by, now).await?;
+        Self::insert_rule(&mut tx, rule, by, now).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn delete_jail_rule(
+        &self,
+        group: &str,
+        jail: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM jail_policies WHERE agent_group = ?1 AND jail = ?2")
+            .bind(group)
+            .bind(jail)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "jail policy {jail:?} of group {group:?}"
+            )));
+        }
+        let version = Self::next_policy_version(&mut tx, by, now).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn fleet_rules(&self) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT fleet_rules FROM policy_state")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn set_fleet_rules(
+        &self,
+        rules: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let version = Self::next_policy_version(&mut tx, by, now).await?;
+        sqlx::query("UPDATE policy_state SET fleet_rules = ?1")
+            .bind(rules)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn seed_policies(
+        &self,
+        rules: &str,
+        jails: &[JailRule],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let seeded: Option<String> = sqlx::query_scalar("SELECT fleet_rules FROM policy_state")
+            .fetch_one(&mut *tx)
+            .await?;
+        if seeded.is_some() {
+            return Ok(false);
+        }
+        for rule in jails {
+            Self::insert_rule(&mut tx, rule, "config", now).await?;
+        }
+        Self::next_policy_version(&mut tx, "config", now).await?;
+        sqlx::query("UPDATE policy_state SET fleet_rules = ?1")
+            .bind(rules)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn policy_version(&self) -> Result<u64, StoreError> {
+        to_version(
+            sqlx::query_scalar("SELECT version FROM policy_state")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
 }
+
+mod identity;

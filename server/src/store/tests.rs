@@ -4,10 +4,13 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use fleetban_policy::{NewDecision, Origin, SCOPE_FLEET};
+use fleetban_policy::{Facts, JailRule, NewDecision, Origin, SCOPE_FLEET};
 use uuid::Uuid;
 
 use super::*;
+
+mod identity;
+use identity::*;
 
 fn t(s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + s, 0)
@@ -21,6 +24,7 @@ fn agent(id: &str) -> AgentInfo {
         hostname: format!("{id}.example"),
         version: "0.1.0".into(),
         jails: vec!["sshd".into()],
+        group: "web".into(),
     }
 }
 
@@ -837,13 +841,184 @@ macro_rules! store_suite {
     };
 }
 
+pub(crate) async fn decide_records_under_facts(s: Arc<dyn Store>) {
+    s.upsert_agent(&agent("a"), t(0)).await.expect("agent");
+    s.upsert_agent(&agent("b"), t(0)).await.expect("agent");
+    s.insert_events(&[event("a", "192.0.2.9"), event("b", "192.0.2.9")], t(1))
+        .await
+        .expect("events");
+    let target = fleetban_proto::parse_target("192.0.2.9").expect("target");
+    let q = FactsQuery {
+        lock: "correlate:192.0.2.9/32".into(),
+        target,
+        failures: Some((target.addr(), t(-10))),
+        history: true,
+        prefix: Some((
+            fleetban_proto::parse_target("192.0.2.0/24").expect("p"),
+            t(-10),
+        )),
+    };
+    let seen = std::sync::Mutex::new(Vec::new());
+    let decide = |f: &Facts| {
+        seen.lock().expect("lock").push(f.clone());
+        if f.active.is_empty() {
+            vec![ban("192.0.2.9", Some(100))]
+        } else {
+            Vec::new()
+        }
+    };
+    let first = s.decide(&q, t(2), &decide).await.expect("decide");
+    assert_eq!(first.len(), 1);
+    let second = s.decide(&q, t(3), &decide).await.expect("decide again");
+    assert!(second.is_empty(), "the first ban covers it: {second:?}");
+    let seen = seen.into_inner().expect("facts");
+    assert_eq!((seen[0].hosts, seen[0].failures), (2, 2));
+    assert_eq!(seen[0].previous_bans, 0);
+    assert_eq!(seen[0].banned_in_prefix, 1, "the ban being decided counts");
+    assert_eq!(seen[1].active.len(), 1);
+    assert_eq!(seen[1].previous_bans, 1);
+    assert_eq!(seen[1].banned_in_prefix, 2);
+    assert_eq!(s.agents().await.expect("agents")[0].info.group, "web");
+}
+
+pub(crate) async fn feeds_sync_and_report(s: Arc<dyn Store>) {
+    let feed_ban = |target: &str| NewDecision {
+        creator: feed_creator("spam"),
+        origin: Origin::Feed,
+        ..ban(target, None)
+    };
+    let plan_a = |_: &[Decision]| FeedPlan {
+        add: vec![feed_ban("192.0.2.1"), feed_ban("198.51.100.0/24")],
+        revoke: Vec::new(),
+    };
+    let added = s.sync_feed("spam", t(0), &plan_a).await.expect("sync");
+    assert_eq!(added.len(), 2);
+    // Another feed's and others' bans are not the feed's.
+    s.record_decision(&ban("192.0.2.1", None), t(0))
+        .await
+        .expect("ban");
+    let seen = std::sync::Mutex::new(0);
+    let revoke_first = |current: &[Decision]| {
+        *seen.lock().expect("lock") = current.len();
+        FeedPlan {
+            add: Vec::new(),
+            revoke: vec![current[0].id],
+        }
+    };
+    let changed = s
+        .sync_feed("spam", t(1), &revoke_first)
+        .await
+        .expect("sync");
+    assert_eq!(*seen.lock().expect("lock"), 2);
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].kind, DecisionKind::Revoke);
+    assert_eq!(changed[0].origin, Origin::Feed);
+    assert_eq!(changed[0].creator, "feed:spam");
+    assert_eq!(s.active_bans(t(2)).await.expect("active").len(), 2);
+    // A plan naming a decision that is not there fails as a whole.
+    let bad = |_: &[Decision]| FeedPlan {
+        add: vec![feed_ban("203.0.113.1")],
+        revoke: vec![9_999],
+    };
+    assert!(matches!(
+        s.sync_feed("spam", t(3), &bad).await,
+        Err(StoreError::NotFound(_))
+    ));
+    if s.changes().await.expect("changes").is_some() {
+        // Postgres: the failed import left nothing behind.
+        assert_eq!(s.active_bans(t(4)).await.expect("active").len(), 2);
+    }
+    let status = FeedStatus {
+        name: "spam".into(),
+        last_attempt: t(5),
+        last_success: Some(t(4)),
+        entries: 2,
+        invalid_lines: 1,
+        last_error: String::new(),
+    };
+    s.put_feed_status(&status).await.expect("status");
+    let failed = FeedStatus {
+        last_attempt: t(6),
+        last_error: "unreachable".into(),
+        ..status.clone()
+    };
+    s.put_feed_status(&failed).await.expect("status");
+    assert_eq!(s.feed_statuses().await.expect("statuses"), vec![failed]);
+}
+
+pub(crate) async fn policies_are_seeded_once_and_versioned(s: Arc<dyn Store>) {
+    assert_eq!(s.fleet_rules().await.expect("rules"), None);
+    assert_eq!(s.policy_version().await.expect("version"), 0);
+    let rule = JailRule {
+        group: "*".into(),
+        jail: "sshd".into(),
+        enabled: true,
+        maxretry: Some(3),
+        findtime: Some(chrono::Duration::minutes(10)),
+        bantime: None,
+    };
+    assert!(s
+        .seed_policies("[policy]\n", std::slice::from_ref(&rule), t(0))
+        .await
+        .expect("seed"));
+    assert!(!s
+        .seed_policies("[policy.threshold]\n", &[], t(1))
+        .await
+        .expect("seed again"));
+    assert_eq!(
+        s.fleet_rules().await.expect("rules").as_deref(),
+        Some("[policy]\n")
+    );
+    assert_eq!(s.policy_version().await.expect("version"), 1);
+    assert_eq!(s.jail_rules().await.expect("rules"), vec![rule.clone()]);
+    let web = JailRule {
+        group: "web".into(),
+        enabled: false,
+        maxretry: None,
+        ..rule.clone()
+    };
+    assert_eq!(s.put_jail_rule(&web, "op", t(2)).await.expect("put"), 2);
+    let again = JailRule {
+        bantime: Some(chrono::Duration::hours(2)),
+        ..web.clone()
+    };
+    assert_eq!(s.put_jail_rule(&again, "op", t(3)).await.expect("put"), 3);
+    assert_eq!(
+        s.jail_rules().await.expect("rules"),
+        vec![rule.clone(), again.clone()]
+    );
+    assert_eq!(
+        s.delete_jail_rule("web", "sshd", "op", t(4))
+            .await
+            .expect("delete"),
+        4
+    );
+    assert!(matches!(
+        s.delete_jail_rule("web", "sshd", "op", t(5)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        s.set_fleet_rules("[policy]\ngroup_scope = true\n", "op", t(6))
+            .await
+            .expect("set"),
+        5
+    );
+    assert_eq!(s.policy_version().await.expect("version"), 5);
+}
+
 store_suite!(
+    decide_records_under_facts,
+    feeds_sync_and_report,
+    policies_are_seeded_once_and_versioned,
     agents_are_recorded,
     events_are_stored_once,
     decisions_are_versioned_and_revoked,
     expired_bans_are_not_active,
     expiries_and_pruning,
     facts_for_correlation,
+    one_certificate_authority,
+    tokens_are_used_up_and_expire,
+    revoked_agents_may_enroll_again,
     users_sessions_and_tokens,
     audit_log_and_secrets,
     decision_and_event_queries,

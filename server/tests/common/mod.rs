@@ -113,7 +113,10 @@ impl Api {
                 store.clone(),
                 clock.clone(),
                 Arc::new(Metrics::new()),
-                policy,
+                &fleetban_server::policy_config::PolicySeed {
+                    policy,
+                    ..Default::default()
+                },
             )
             .await
             .expect("service"),

@@ -84,6 +84,12 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -122,7 +128,11 @@ pub fn server_addrs(server: &mut Proc) -> (String, String) {
     let field = |k: &str| {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(k))
-            .map(|v| v.trim_start_matches("http://").to_owned())
+            .map(|v| {
+                v.trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .to_owned()
+            })
             .unwrap_or_else(|| panic!("no {k} in {line:?}"))
     };
     (field("http="), field("grpc="))
@@ -139,6 +149,57 @@ pub fn append(path: &Path, lines: &[String]) {
         writeln!(f, "{l}").expect("write log");
     }
     f.flush().expect("flush log");
+}
+
+/// Runs `cmd` to its end: `(success, stdout + stderr)`.
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run command");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Creates an enrollment token with `fleetban-server token create`, on the
+/// database the server's flags `db` name (`--database-url URL`,
+/// `--data-dir DIR` or `--config FILE`), with `extra` flags (`--uses`,
+/// `--ttl`, `--group`).
+pub fn create_token(db: &[&std::ffi::OsStr], extra: &[&str]) -> String {
+    let mut cmd = Command::new(fleetban_tests::bins::bin("fleetban-server"));
+    cmd.args(["token", "create"]).args(db).args(extra);
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "token create failed:\n{out}{err}");
+    out.trim().to_owned()
+}
+
+/// Enrolls the agent of `config` with the server at `grpc` (`host:port`)
+/// using `token`; `agent` is the agent binary's command (in a namespace if
+/// need be), with `extra` flags of `enroll`. Returns `(success, output)`.
+pub fn try_enroll(
+    mut agent: Command,
+    config: &Path,
+    grpc: &str,
+    token: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    agent
+        .arg("enroll")
+        .arg("--config")
+        .arg(config)
+        .args(["--server", &format!("https://{grpc}"), "--token", token])
+        .args(extra);
+    let (ok, out, err) = run(&mut agent);
+    (ok, format!("{out}{err}"))
+}
+
+/// Creates a one-use token on the server's database (flags `db`) and
+/// enrolls the agent of `config` with it; panics if either fails.
+pub fn enroll(db: &[&std::ffi::OsStr], agent: Command, config: &Path, grpc: &str) {
+    let token = create_token(db, &[]);
+    let (ok, out) = try_enroll(agent, config, grpc, &token, &[]);
+    assert!(ok, "enrollment of {} failed:\n{out}", config.display());
+    assert!(out.contains("enrolled as agent"), "{out}");
 }
 
 /// sshd's line for a failed password.
@@ -160,7 +221,7 @@ pub fn agent_config(
     log: &Path,
 ) -> PathBuf {
     let server = server
-        .map(|s| format!("[server]\nurl = \"http://{s}\"\n"))
+        .map(|s| format!("[server]\nurl = \"https://{s}\"\n"))
         .unwrap_or_default();
     let text = format!(
         r#"[agent]

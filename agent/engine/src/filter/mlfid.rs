@@ -3,17 +3,21 @@
 //! or a no-failure line (`nofail`) holds the failure back, a disconnect
 //! (`mlfforget`) ends the id's record, pending lines wait for an address.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::groups::Groups;
 
 /// What is known about one failure being assembled.
 #[derive(Debug, Clone, Default)]
 pub struct FailData {
-    pub groups: BTreeMap<&'static str, String>,
+    pub groups: Groups,
     /// Lines that make up the failure.
     pub matches: usize,
     /// Lines held back while the failure was not (yet) one.
     pub nofail_matches: usize,
-    pub users: Option<BTreeSet<String>>,
+    /// Distinct users seen, sorted.
+    pub users: Vec<String>,
     pub pending: bool,
     /// The address, when the failure id is something else (`<F-ID>`).
     pub ip: Option<String>,
@@ -21,30 +25,34 @@ pub struct FailData {
 
 impl FailData {
     pub fn truthy(&self, k: &str) -> bool {
-        self.groups.get(k).is_some_and(|v| !v.is_empty())
+        self.groups.truthy(k)
     }
 
-    fn update_users(&mut self) -> Option<&BTreeSet<String>> {
-        if let Some(u) = self.groups.get("user").filter(|u| !u.is_empty()).cloned() {
-            self.users.get_or_insert_with(BTreeSet::new).insert(u);
+    fn update_users(&mut self) -> &[String] {
+        if let Some(u) = self.groups.get("user").filter(|u| !u.is_empty()) {
+            add_user(&mut self.users, u);
         }
-        self.users.as_ref()
+        &self.users
     }
 
     /// The user, or all users when several tried within one connection.
     pub fn all_users(&self) -> Vec<String> {
-        self.users
-            .as_ref()
-            .map(|u| u.iter().cloned().collect())
-            .unwrap_or_default()
+        self.users.clone()
+    }
+}
+
+/// Adds `user` to the sorted, distinct `users`.
+fn add_user(users: &mut Vec<String>, user: &str) {
+    if let Err(at) = users.binary_search_by(|u| u.as_str().cmp(user)) {
+        users.insert(at, user.to_owned());
     }
 }
 
 /// Where the merged failure lives.
 #[derive(Debug)]
 pub enum Merged {
-    /// In the cache under this id; later changes are seen by later lines.
-    Cached(String),
+    /// In the cache under the id merged; later lines see later changes.
+    Cached,
     Owned(FailData),
 }
 
@@ -52,11 +60,11 @@ pub enum Merged {
 #[derive(Debug, Default)]
 pub struct MlfidCache {
     /// Id → (when set, insertion number, data).
-    entries: HashMap<String, (i64, u64, FailData), foldhash::fast::RandomState>,
+    entries: HashMap<Arc<str>, (i64, u64, FailData), foldhash::fast::RandomState>,
     /// Ids in insertion order. Entries removed meanwhile stay here until
     /// they reach the front (their insertion number no longer matches), so
     /// removing never scans the queue.
-    order: VecDeque<(u64, String)>,
+    order: VecDeque<(u64, Arc<str>)>,
     next: u64,
     /// When entries were last checked for age (once a second at most).
     expired_at: i64,
@@ -77,22 +85,23 @@ impl MlfidCache {
         if let Some(e) = self.entries.get_mut(id) {
             *e = (now, e.1, data);
         } else {
-            self.entries.insert(id.to_owned(), (now, seq, data));
-            self.order.push_back((seq, id.to_owned()));
+            let key: Arc<str> = Arc::from(id);
+            self.entries.insert(Arc::clone(&key), (now, seq, data));
+            self.order.push_back((seq, key));
         }
         while self.entries.len() > MAX_ENTRIES {
             let Some((seq, old)) = self.order.pop_front() else {
                 break;
             };
-            if self.entries.get(&old).is_some_and(|e| e.1 == seq) {
-                self.entries.remove(&old);
+            if self.entries.get(&*old).is_some_and(|e| e.1 == seq) {
+                self.entries.remove(&*old);
             }
         }
         // Keep the queue of stale ids from growing past a few times the cap.
         if self.order.len() > 4 * MAX_ENTRIES {
             let entries = &self.entries;
             self.order
-                .retain(|(seq, id)| entries.get(id).is_some_and(|e| e.1 == *seq));
+                .retain(|(seq, id)| entries.get(&**id).is_some_and(|e| e.1 == *seq));
         }
     }
 
@@ -139,12 +148,9 @@ impl MlfidCache {
         let users_many;
         let target = if let Some((_, _, known)) = self.entries.get_mut(id) {
             if let Some(u) = fail.groups.get("user").filter(|u| !u.is_empty()) {
-                known
-                    .users
-                    .get_or_insert_with(BTreeSet::new)
-                    .insert(u.clone());
+                add_user(&mut known.users, u);
             }
-            users_many = known.users.as_ref().is_some_and(|u| u.len() > 1);
+            users_many = known.users.len() > 1;
             if known.groups.remove("nofail").is_some_and(|v| !v.is_empty()) {
                 flags |= WAS_NOFAIL;
             }
@@ -170,19 +176,19 @@ impl MlfidCache {
             if flags & FORGET != 0 {
                 Merged::Owned(self.remove(id).unwrap_or_default())
             } else {
-                Merged::Cached(id.to_owned())
+                Merged::Cached
             }
         } else if flags & FORGET == 0 {
-            users_many = fail.update_users().is_some_and(|u| u.len() > 1);
+            users_many = fail.update_users().len() > 1;
             self.set(id, fail, now);
-            Merged::Cached(id.to_owned())
+            Merged::Cached
         } else {
             users_many = false;
             Merged::Owned(fail)
         };
         let mut merged = target;
         let data = match &mut merged {
-            Merged::Cached(k) => match self.get_mut(k) {
+            Merged::Cached => match self.get_mut(id) {
                 Some(d) => d,
                 None => return Merged::Owned(FailData::default()),
             },

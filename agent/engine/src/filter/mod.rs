@@ -5,6 +5,7 @@
 //! (`<F-MLFID>`) are merged. Native filters are the same machinery with
 //! regexes written in fleetban's own configuration.
 
+mod groups;
 mod mlfid;
 mod names;
 mod prefilter;
@@ -13,6 +14,7 @@ mod regex;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use self::groups::Groups;
 pub use self::mlfid::FailData;
 use self::mlfid::{Merged, MlfidCache};
 use self::prefilter::Prefilter;
@@ -342,7 +344,7 @@ impl Filter {
         // The prefregex's groups, read from its text only when a failregex
         // matches (most lines match none); once the content took the text's
         // place, that text is in `scratch`.
-        let mut pre_groups: BTreeMap<&'static str, String> = BTreeMap::new();
+        let mut pre_groups = Groups::default();
         let mut pre_hit: Option<Hit> = None;
         let mut pre_in_scratch = false;
         if let Some(pref) = self.prefregex.as_mut() {
@@ -403,7 +405,12 @@ impl Filter {
                     "content",
                 );
             }
-            let mut groups = pre_groups.clone();
+            // Only when every regex is checked can a later one need them.
+            let mut groups = if self.options.check_all {
+                pre_groups.clone()
+            } else {
+                std::mem::take(&mut pre_groups)
+            };
             for (name, s, e) in &hit.groups {
                 groups.insert(name, self.text.get(*s..*e).unwrap_or("").to_owned());
             }
@@ -421,8 +428,8 @@ impl Filter {
                 Some(id) => {
                     let m = self.mlfid.merge(id, fail, matched, now);
                     let nofail = match &m {
-                        Merged::Cached(k) => {
-                            self.mlfid.get_mut(k).is_some_and(|d| d.truthy("nofail"))
+                        Merged::Cached => {
+                            self.mlfid.get_mut(id).is_some_and(|d| d.truthy("nofail"))
                         }
                         Merged::Owned(d) => d.truthy("nofail"),
                     };
@@ -436,13 +443,13 @@ impl Filter {
                     ..fail
                 }),
             };
-            let (mut owned, key) = match merged {
-                Merged::Owned(d) => (Some(d), None),
-                Merged::Cached(k) => (None, Some(k)),
+            let mut owned = match merged {
+                Merged::Owned(d) => Some(d),
+                Merged::Cached => None,
             };
-            let Some(data) = (match (&mut owned, &key) {
+            let Some(data) = (match (&mut owned, &mlfid) {
                 (Some(d), _) => Some(d),
-                (None, Some(k)) => self.mlfid.get_mut(k),
+                (None, Some(id)) => self.mlfid.get_mut(id),
                 (None, None) => None,
             }) else {
                 continue;
@@ -547,7 +554,7 @@ fn failure_of(regex: usize, data: &mut FailData, time: Option<f64>, details: boo
 }
 
 /// The named groups of `hit` in `text`, but `skip`.
-fn groups_of(hit: &Hit, text: &str, skip: &str) -> BTreeMap<&'static str, String> {
+fn groups_of(hit: &Hit, text: &str, skip: &str) -> Groups {
     hit.groups
         .iter()
         .filter(|(n, _, _)| *n != skip)
@@ -558,10 +565,7 @@ fn groups_of(hit: &Hit, text: &str, skip: &str) -> BTreeMap<&'static str, String
 /// Every named group, for tools that show them (not on the agent's path).
 fn details_of(data: &FailData, details: bool) -> BTreeMap<String, String> {
     if details {
-        data.groups
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
+        data.groups.to_map()
     } else {
         BTreeMap::new()
     }
@@ -570,19 +574,16 @@ fn details_of(data: &FailData, details: bool) -> BTreeMap<String, String> {
 /// An address as fail2ban prints it: as written, a prefix as `network/len`
 /// (a full-length prefix as the bare address).
 fn normalise_host(host: String, kind: HostKind, cidr: Option<u8>) -> String {
-    if !matches!(kind, HostKind::Ip4 | HostKind::Ip6) {
+    let Some(len) = cidr.filter(|_| matches!(kind, HostKind::Ip4 | HostKind::Ip6)) else {
         return host;
-    }
+    };
     let Ok(ip) = host.parse::<IpAddr>() else {
         return host;
     };
-    match cidr {
-        Some(len) => match ipnet::IpNet::new(ip, len) {
-            Ok(net) if net.prefix_len() < net.max_prefix_len() => net.trunc().to_string(),
-            Ok(_) => ip.to_string(),
-            Err(_) => host,
-        },
-        None => host,
+    match ipnet::IpNet::new(ip, len) {
+        Ok(net) if net.prefix_len() < net.max_prefix_len() => net.trunc().to_string(),
+        Ok(_) => ip.to_string(),
+        Err(_) => host,
     }
 }
 

@@ -325,12 +325,13 @@ pub fn manual(
 }
 
 /// Decisions for a feed's entries; allowlisted or too broad entries are
-/// left out and returned with the reason.
+/// left out and returned with the reason. Without a `lifetime`, an entry
+/// stays banned until it leaves the feed.
 pub fn from_feed(
     policy: &Policy,
     feed: &str,
     entries: &[IpNet],
-    lifetime: Duration,
+    lifetime: Option<Duration>,
     now: DateTime<Utc>,
 ) -> (Vec<NewDecision>, Vec<PolicyError>) {
     let mut out = Vec::new();
@@ -344,7 +345,7 @@ pub fn from_feed(
                 creator: format!("feed:{feed}"),
                 jail: String::new(),
                 scope: SCOPE_FLEET.to_owned(),
-                expires_at: Some(now + lifetime),
+                expires_at: lifetime.map(|l| now + l),
             }),
             Err(e) => refused.push(e),
         }

@@ -252,7 +252,7 @@ fn feeds_skip_what_they_may_not_ban() {
         &policy(),
         "blocklist",
         &[net("192.0.2.1"), net("10.0.0.1"), net("0.0.0.0/1")],
-        Duration::hours(2),
+        Some(Duration::hours(2)),
         t(0),
     );
     assert_eq!(d.len(), 1);
