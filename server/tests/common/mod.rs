@@ -87,10 +87,13 @@ pub enum Database {
 
 impl Api {
     pub async fn new(db: Database) -> Option<Api> {
-        Self::with_policy(db, fleetban_policy::Policy::default()).await
+        Self::with_rules(db, "").await
     }
 
-    pub async fn with_policy(db: Database, policy: fleetban_policy::Policy) -> Option<Api> {
+    /// The API on a database seeded with correlation rules (a `[policy]`
+    /// section, as the server stores them).
+    pub async fn with_rules(db: Database, rules: &str) -> Option<Api> {
+        let policy = fleetban_server::policy_config::parse_rules(rules).expect("rules");
         let (store, dir) = match db {
             Database::Postgres => {
                 let url = fleetban_tests::pg::fresh_database().await?;
@@ -115,6 +118,7 @@ impl Api {
                 Arc::new(Metrics::new()),
                 &fleetban_server::policy_config::PolicySeed {
                     policy,
+                    rules_toml: rules.to_owned(),
                     ..Default::default()
                 },
             )
