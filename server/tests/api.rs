@@ -625,8 +625,9 @@ async fn decisions_endpoints(api: Api) {
 }
 
 async fn allowlisted_bans_are_refused() {
-    let rules = "[policy]\nallowlist = [\"10.0.0.0/8\"]\n";
-    let Some(api) = Api::with_policy(Database::Sqlite, rules).await else {
+    let Some(api) =
+        Api::with_rules(Database::Sqlite, "[policy]\nallowlist = [\"10.0.0.0/8\"]\n").await
+    else {
         return;
     };
     let op = api.user("otto", Role::Operator).await;

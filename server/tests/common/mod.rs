@@ -87,11 +87,13 @@ pub enum Database {
 
 impl Api {
     pub async fn new(db: Database) -> Option<Api> {
-        Self::with_policy(db, "").await
+        Self::with_rules(db, "").await
     }
 
-    /// `rules`: correlation rules as a `[policy]` section holds them.
-    pub async fn with_policy(db: Database, rules: &str) -> Option<Api> {
+    /// The API on a database seeded with correlation rules (a `[policy]`
+    /// section, as the server stores them).
+    pub async fn with_rules(db: Database, rules: &str) -> Option<Api> {
+        let policy = fleetban_server::policy_config::parse_rules(rules).expect("rules");
         let (store, dir) = match db {
             Database::Postgres => {
                 let url = fleetban_tests::pg::fresh_database().await?;
@@ -115,9 +117,9 @@ impl Api {
                 clock.clone(),
                 Arc::new(Metrics::new()),
                 &fleetban_server::policy_config::PolicySeed {
-                    policy: fleetban_server::policy_config::parse_rules(rules).expect("rules"),
+                    policy,
                     rules_toml: rules.to_owned(),
-                    jails: Vec::new(),
+                    ..Default::default()
                 },
             )
             .await
