@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -122,7 +123,13 @@ pub async fn run(
             stop.clone(),
         )))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
+            // Deltas are small and must leave at once: no Nagle delay.
+            TcpListenerStream::new(listeners.grpc).map(|s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            }),
             stop.clone().cancelled_owned(),
         );
     let http = axum::serve(listeners.http, http::router(service.clone()))

@@ -230,6 +230,14 @@ async fn bad_policies_are_refused_and_change_nothing() {
         s.remove_jail_rule("*", "nginx", "op").await,
         Err(ServiceError::Store(store::StoreError::NotFound(_)))
     ));
+    let bad_group = AgentInfo {
+        group: "web servers".into(),
+        ..agent("x")
+    };
+    assert!(matches!(
+        s.agent_joined(&bad_group).await,
+        Err(ServiceError::Invalid(m)) if m.contains("agent group \"web servers\"")
+    ));
     assert_eq!(s.policy_version(), before);
     assert_eq!(s.fleet_rules().await.expect("rules"), THRESHOLD);
     assert_eq!(s.policy().threshold.as_ref().map(|t| t.failures), Some(4));

@@ -178,6 +178,7 @@ impl Service {
 
     pub async fn agent_joined(&self, agent: &AgentInfo) -> Result<(), ServiceError> {
         validate_agent_id(&agent.id)?;
+        validate_group(&agent.group)?;
         self.store.upsert_agent(agent, self.clock.now()).await?;
         Ok(())
     }
@@ -350,6 +351,22 @@ impl Service {
             &decisions,
             self.clock.now(),
         ))
+    }
+}
+
+/// An agent group: empty (none) or a name as jail rules use it.
+fn validate_group(group: &str) -> Result<(), ServiceError> {
+    let ok = group.len() <= 64
+        && group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "agent group {:?}: expected up to 64 characters among letters, digits, '-', '_' and '.'",
+            group.chars().take(80).collect::<String>()
+        )))
     }
 }
 
