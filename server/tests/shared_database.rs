@@ -180,6 +180,38 @@ async fn decisions_and_policies_reach_the_other_replica() {
         .expect("b hears of the rules")
         .expect("watch");
     assert!(b.policy().group_scope);
+
+    // A short ban decided on A: B tells its own agents when it expires, and
+    // an agent catching up on B from before it gets it from the table.
+    let mut expired = b.subscribe_expired();
+    let since = Utc::now();
+    let short = LocalBan {
+        agent_id: "x".into(),
+        jail: "sshd".into(),
+        target: "192.0.2.51/32".parse().expect("net"),
+        at: Utc::now(),
+        duration: chrono::Duration::seconds(1),
+        failures: 3,
+    };
+    let d2 = a.report("x", "web", &[], &[short]).await.expect("report");
+    assert_eq!(d2.len(), 1);
+    let caught_up = b.changes_since(d[0].version).await.expect("catch up");
+    assert!(
+        caught_up.added.iter().any(|x| x.id == d2[0].id),
+        "{caught_up:?}"
+    );
+    let ids = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            b.announce_expired(since).await.expect("expiry");
+            if let Ok(ids) = expired.try_recv() {
+                return ids;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the expiry is announced on b");
+    assert_eq!(*ids, vec![d2[0].id]);
     stop.cancel();
 }
 
