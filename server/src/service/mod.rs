@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::policy_config::PolicySeed;
 use crate::store::{AgentInfo, Decision, FactsQuery, NewEvent, Store, StoreError};
 
-pub use blocklist::{BlockListUpdate, Snapshot};
+pub use blocklist::{applies_to, BlockListUpdate, Snapshot};
 pub use feeds::FeedReport;
 pub use policies::JailPolicy;
 
