@@ -296,6 +296,14 @@ impl Service {
         ips.dedup_by_key(|(ip, _)| *ip);
         let mut out = Vec::new();
         for (ip, jail) in ips {
+            // Below the threshold nothing can be decided: skip the locked
+            // step. Safe across replicas: whoever stores a later event
+            // counts it after its own insert and sees this one.
+            let since = self.clock.now() - threshold.window;
+            let (hosts, failures) = self.store.failure_stats(ip, since).await?;
+            if !threshold.reached(hosts, failures) {
+                continue;
+            }
             let _guard = self.correlate.lock().await;
             let now = self.clock.now();
             let target = IpNet::from(ip);
