@@ -159,7 +159,11 @@ pub async fn run(
         jails = config.jails.len(),
         logs,
         firewall = backend,
-        server = config.server_url.as_deref().unwrap_or("none (standalone)"),
+        server = if config.server_urls.is_empty() {
+            "none (standalone)".to_owned()
+        } else {
+            config.server_urls.join(" ")
+        },
         "agent running"
     );
 

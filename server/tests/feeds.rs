@@ -213,3 +213,63 @@ async fn an_http_feed_survives_errors_and_outages() {
     let status = s.feed_statuses().await.expect("status");
     assert!(status[0].last_error.contains("cannot fetch"), "{status:?}");
 }
+
+/// The server imports its feeds on their schedule and follows changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_are_imported_on_their_schedule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("block.txt");
+    std::fs::write(&path, "192.0.2.10\n192.0.2.11\n").expect("write");
+    let url = format!("sqlite://{}", dir.path().join("fb.db").display());
+    let db = store::open(&url).await.expect("store");
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let options = fleetban_server::RunOptions {
+        feeds: vec![FeedConfig {
+            interval: Duration::from_millis(200),
+            ..feed("local", FeedSource::File(path.clone()))
+        }],
+        ..Default::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(fleetban_server::run(
+        db.clone(),
+        fleetban_server::Listeners { http, grpc },
+        options,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let targets = |db: Arc<dyn store::Store>| async move {
+        let mut t: Vec<String> = db
+            .active_bans(chrono::Utc::now())
+            .await
+            .expect("bans")
+            .into_iter()
+            .map(|d| d.target.to_string())
+            .collect();
+        t.sort();
+        t
+    };
+    let until = |want: Vec<&'static str>| {
+        let db = db.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                while targets(db.clone()).await != want {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await
+            .is_ok()
+        }
+    };
+    assert!(until(vec!["192.0.2.10/32", "192.0.2.11/32"]).await);
+    std::fs::write(&path, "192.0.2.11\n192.0.2.12\n").expect("write");
+    assert!(until(vec!["192.0.2.11/32", "192.0.2.12/32"]).await);
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}

@@ -21,6 +21,15 @@ async fn connect(
     id: &str,
     applied: u64,
 ) -> (mpsc::Sender<AgentMessage>, Streaming<ServerMessage>) {
+    connect_in(addr, id, applied, "").await
+}
+
+async fn connect_in(
+    addr: std::net::SocketAddr,
+    id: &str,
+    applied: u64,
+    group: &str,
+) -> (mpsc::Sender<AgentMessage>, Streaming<ServerMessage>) {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("url")
         .connect()
@@ -33,7 +42,7 @@ async fn connect(
         version: "test".into(),
         jails: vec![],
         last_applied_version: applied,
-        group: String::new(),
+        group: group.into(),
     };
     tx.send(AgentMessage {
         msg: Some(AgentMsg::Hello(hello)),
@@ -136,6 +145,59 @@ async fn snapshot_catch_up_and_expiry() {
             assert_eq!(d.added[0].target, "192.0.2.2/32");
         }
         other => panic!("expected a catch-up delta, got {other:?}"),
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
+
+#[tokio::test]
+async fn group_decisions_reach_their_group_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = store::open(&format!("sqlite://{}", dir.path().join("fb.db").display()))
+        .await
+        .expect("store");
+    let now = Utc::now();
+    let decision = |target: &str, scope: &str| NewDecision {
+        target: fleetban_proto::parse_target(target).expect("target"),
+        origin: Origin::Manual,
+        reason: "test".into(),
+        creator: "test".into(),
+        jail: String::new(),
+        scope: scope.into(),
+        expires_at: Some(now + chrono::Duration::hours(1)),
+    };
+    db.record_decision(&decision("192.0.2.1", SCOPE_FLEET), now)
+        .await
+        .expect("record");
+    db.record_decision(&decision("192.0.2.2", "group:web"), now)
+        .await
+        .expect("record");
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = grpc.local_addr().expect("addr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(fleetban_server::run(
+        db.clone(),
+        Listeners { http, grpc },
+        fleetban_server::RunOptions::default(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    for (group, want) in [
+        ("web", vec!["192.0.2.1/32", "192.0.2.2/32"]),
+        ("db", vec!["192.0.2.1/32"]),
+        ("", vec!["192.0.2.1/32"]),
+    ] {
+        let (_tx, mut s) = connect_in(addr, &format!("agent-{group}"), 0, group).await;
+        assert!(matches!(next(&mut s).await, ServerMsg::Welcome(_)));
+        match next(&mut s).await {
+            ServerMsg::Snapshot(snap) => {
+                let got: Vec<_> = snap.decisions.iter().map(|d| d.target.as_str()).collect();
+                assert_eq!(got, want, "group {group:?}");
+            }
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
     }
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;

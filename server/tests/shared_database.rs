@@ -180,6 +180,38 @@ async fn decisions_and_policies_reach_the_other_replica() {
         .expect("b hears of the rules")
         .expect("watch");
     assert!(b.policy().group_scope);
+
+    // A short ban decided on A: B tells its own agents when it expires, and
+    // an agent catching up on B from before it gets it from the table.
+    let mut expired = b.subscribe_expired();
+    let since = Utc::now();
+    let short = LocalBan {
+        agent_id: "x".into(),
+        jail: "sshd".into(),
+        target: "192.0.2.51/32".parse().expect("net"),
+        at: Utc::now(),
+        duration: chrono::Duration::seconds(1),
+        failures: 3,
+    };
+    let d2 = a.report("x", "web", &[], &[short]).await.expect("report");
+    assert_eq!(d2.len(), 1);
+    let caught_up = b.changes_since(d[0].version).await.expect("catch up");
+    assert!(
+        caught_up.added.iter().any(|x| x.id == d2[0].id),
+        "{caught_up:?}"
+    );
+    let ids = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            b.announce_expired(since).await.expect("expiry");
+            if let Ok(ids) = expired.try_recv() {
+                return ids;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the expiry is announced on b");
+    assert_eq!(*ids, vec![d2[0].id]);
     stop.cancel();
 }
 
@@ -229,6 +261,14 @@ async fn bad_policies_are_refused_and_change_nothing() {
     assert!(matches!(
         s.remove_jail_rule("*", "nginx", "op").await,
         Err(ServiceError::Store(store::StoreError::NotFound(_)))
+    ));
+    let bad_group = AgentInfo {
+        group: "web servers".into(),
+        ..agent("x")
+    };
+    assert!(matches!(
+        s.agent_joined(&bad_group).await,
+        Err(ServiceError::Invalid(m)) if m.contains("agent group \"web servers\"")
     ));
     assert_eq!(s.policy_version(), before);
     assert_eq!(s.fleet_rules().await.expect("rules"), THRESHOLD);

@@ -8,7 +8,9 @@
 //!   which apply it without a restart;
 //! - killing one replica moves its agents to the other, with nothing lost;
 //! - stopping Postgres for 30 s loses no event, bans stay enforced (and new
-//!   local bans are made), and the servers recover without a restart.
+//!   local bans are made), and the servers recover without a restart: the
+//!   replica that stored the reports decides, the other one listens again
+//!   and passes the decisions on to its agent.
 
 mod common;
 
@@ -251,6 +253,13 @@ async fn replicas_share_decisions_fail_over_and_survive_a_database_outage() {
     assert_eq!(count(&db, decisions_of, ip2).await, 1);
     db.close().await;
 
+    // A third replica with an agent of its own: it must follow replica 2
+    // again after the outage below, without a restart.
+    let (mut s3, g3) = server("server-3", dir.path(), &cluster.url);
+    let (mut c1, _c1_log) = agent("c1", dir.path(), &cluster.url, "web", &[&g3]);
+    c1.wait_for("connected to server", 1, Duration::from_secs(60));
+    blocked(&mut c1, ip1, Duration::from_secs(20));
+
     // Postgres stops for 30 s. Failures go on; a local ban is still made
     // and enforced; nothing is unblocked.
     let ip3 = "203.0.113.3";
@@ -264,18 +273,23 @@ async fn replicas_share_decisions_fail_over_and_survive_a_database_outage() {
     }
     blocked(&mut a1, ip4, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(30));
-    for p in [&a1, &a2, &b1] {
+    for p in [&a1, &a2, &b1, &c1] {
         assert!(!p.output().contains("unblocked"), "{}", p.output());
     }
     cluster.resume();
 
-    // Replica 2 recovers on its own: the reports kept by the agents are
-    // stored, the threshold of ip3 is met, a1's local ban of ip4 is echoed.
-    for p in [&mut a1, &mut a2, &mut b1] {
+    // The replicas recover on their own: the reports kept by the agents are
+    // stored (on replica 2), the threshold of ip3 is met, a1's local ban of
+    // ip4 is echoed, and replica 3 listens again and passes both on to c1.
+    for p in [&mut a1, &mut a2, &mut b1, &mut c1] {
         blocked(p, ip3, Duration::from_secs(90));
     }
-    blocked(&mut b1, ip4, Duration::from_secs(30));
+    for p in [&mut b1, &mut c1] {
+        blocked(p, ip4, Duration::from_secs(30));
+    }
+    s3.wait_for("listening for changes again", 1, Duration::from_secs(30));
     assert!(s2.is_running(), "replica 2 recovered without a restart");
+    assert!(s3.is_running(), "replica 3 recovered without a restart");
     let db = sqlx::PgPool::connect(&cluster.url).await.expect("connect");
     assert_eq!(settles(&db, events_of, ip3, 3).await, 3);
     assert_eq!(settles(&db, events_of, ip4, 3).await, 3);
@@ -298,7 +312,7 @@ async fn replicas_share_decisions_fail_over_and_survive_a_database_outage() {
             .collect::<Vec<_>>(),
         "one decision per address"
     );
-    for p in [&mut a1, &mut a2, &mut b1, &mut s2] {
+    for p in [&mut a1, &mut a2, &mut b1, &mut c1, &mut s2, &mut s3] {
         p.stop();
     }
 }

@@ -295,7 +295,12 @@ impl Session {
             Ok(s) => s,
             Err(e) => return Err(self.fail(e).await),
         };
-        let decisions: Vec<pb::Decision> = snapshot.bans.iter().map(convert::decision).collect();
+        let decisions: Vec<pb::Decision> = snapshot
+            .bans
+            .iter()
+            .filter(|d| crate::service::applies_to(&d.scope, &self.group))
+            .map(convert::decision)
+            .collect();
         let chunks: Vec<&[pb::Decision]> = if decisions.is_empty() {
             vec![&[]]
         } else {
@@ -343,7 +348,12 @@ impl Session {
         }
         self.send(ServerMsg::Delta(pb::Delta {
             version: update.version,
-            added: update.added.iter().map(convert::decision).collect(),
+            added: update
+                .added
+                .iter()
+                .filter(|d| crate::service::applies_to(&d.scope, &self.group))
+                .map(convert::decision)
+                .collect(),
             removed: update
                 .removed
                 .iter()

@@ -4,6 +4,15 @@ use chrono::{DateTime, Utc};
 
 use crate::store::{Decision, DecisionKind};
 
+/// Whether a decision of `scope` applies to an agent of `group` ('' for
+/// none): fleet decisions apply to all, `group:NAME` ones to that group's.
+pub fn applies_to(scope: &str, group: &str) -> bool {
+    match scope.strip_prefix("group:") {
+        Some(g) => !group.is_empty() && g == group,
+        None => true,
+    }
+}
+
 /// Every ban in force at `version`.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -89,6 +98,16 @@ mod tests {
             expires_at: expires.map(t),
             revokes,
         }
+    }
+
+    #[test]
+    fn group_decisions_reach_their_group_only() {
+        assert!(applies_to("fleet", ""));
+        assert!(applies_to("fleet", "web"));
+        assert!(applies_to("group:web", "web"));
+        assert!(!applies_to("group:web", "db"));
+        assert!(!applies_to("group:web", ""));
+        assert!(!applies_to("group:", ""));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::policy_config::PolicySeed;
 use crate::store::{AgentInfo, Decision, FactsQuery, NewEvent, Store, StoreError};
 
-pub use blocklist::{BlockListUpdate, Snapshot};
+pub use blocklist::{applies_to, BlockListUpdate, Snapshot};
 pub use feeds::FeedReport;
 pub use policies::JailPolicy;
 
@@ -227,6 +227,7 @@ impl Service {
 
     pub async fn agent_joined(&self, agent: &AgentInfo) -> Result<(), ServiceError> {
         validate_agent_id(&agent.id)?;
+        validate_group(&agent.group)?;
         self.store.upsert_agent(agent, self.clock.now()).await?;
         Ok(())
     }
@@ -363,6 +364,14 @@ impl Service {
         ips.dedup_by_key(|(ip, _)| *ip);
         let mut out = Vec::new();
         for (ip, jail) in ips {
+            // Below the threshold nothing can be decided: skip the locked
+            // step. Safe across replicas: whoever stores a later event
+            // counts it after its own insert and sees this one.
+            let since = self.clock.now() - threshold.window;
+            let (hosts, failures) = self.store.failure_stats(ip, since).await?;
+            if !threshold.reached(hosts, failures) {
+                continue;
+            }
             let _guard = self.correlate.lock().await;
             let now = self.clock.now();
             let target = IpNet::from(ip);
@@ -431,6 +440,22 @@ pub struct ManualBan {
     /// Only the agents of this group; `None`: the whole fleet.
     pub group: Option<String>,
     pub reason: String,
+}
+
+/// An agent group: empty (none) or a name as jail rules use it.
+fn validate_group(group: &str) -> Result<(), ServiceError> {
+    let ok = group.len() <= 64
+        && group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "agent group {:?}: expected up to 64 characters among letters, digits, '-', '_' and '.'",
+            group.chars().take(80).collect::<String>()
+        )))
+    }
 }
 
 fn validate_agent_id(id: &str) -> Result<(), ServiceError> {

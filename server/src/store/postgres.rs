@@ -288,7 +288,12 @@ impl Changes for PgChanges {
                         return Change::Resync;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_ms = retry.as_millis() as u64, "cannot listen for changes");
+                        // Warned once per outage; retries are debug.
+                        if retry == Duration::from_millis(100) {
+                            tracing::warn!(error = %e, "cannot listen for changes; retrying");
+                        } else {
+                            tracing::debug!(error = %e, retry_ms = retry.as_millis() as u64, "cannot listen for changes");
+                        }
                         tokio::time::sleep(retry).await;
                         retry = (retry * 2).min(Duration::from_secs(2));
                         continue;

@@ -20,6 +20,13 @@ pub struct FleetThreshold {
     pub bantime: Duration,
 }
 
+impl FleetThreshold {
+    /// Whether `hosts` distinct agents or `failures` in all reach it.
+    pub fn reached(&self, hosts: u32, failures: u32) -> bool {
+        (self.hosts > 0 && hosts >= self.hosts) || (self.failures > 0 && failures >= self.failures)
+    }
+}
+
 /// Ban a whole /24 (IPv4) or /64 (IPv6) once `min_banned` of its addresses
 /// were banned within `window`.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,9 +239,7 @@ pub fn on_failures(
     let Some(t) = &policy.threshold else {
         return Vec::new();
     };
-    let reached =
-        (t.hosts > 0 && facts.hosts >= t.hosts) || (t.failures > 0 && facts.failures >= t.failures);
-    if !reached || policy.check_target(ip, group).is_err() {
+    if !t.reached(facts.hosts, facts.failures) || policy.check_target(ip, group).is_err() {
         return Vec::new();
     }
     let (duration, grown) = policy.grown(t.bantime, facts.previous_bans);
