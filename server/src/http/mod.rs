@@ -2,6 +2,7 @@
 //! `/api/v1` and CrowdSec bouncer compatibility under `/v1`.
 
 pub mod api;
+pub mod console;
 pub mod crowdsec;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub fn router(service: Arc<Service>, api: Arc<api::ApiState>) -> Router {
         .with_state(service)
         .merge(api::router(api.clone()))
         .merge(crowdsec::router(api))
+        .merge(console::router())
 }
 
 /// Healthy when the database answers.
