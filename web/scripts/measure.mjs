@@ -98,7 +98,7 @@ try {
           await page.getByLabel("IP or CIDR").fill(target);
           await page.getByRole("button", { name: "Search" }).click();
         },
-        () => page.locator(`tr[data-target="${target}/32"]`).first().waitFor(),
+        () => page.locator(`tr[data-target="${target}"]`).first().waitFor(),
       ),
     );
     const [a, b] = target.split(".");

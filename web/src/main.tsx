@@ -6,7 +6,7 @@ import { useEffect, useState } from "preact/hooks";
 import { currentSession, get, logout, onSession, type Session } from "./api";
 import { isAdmin, MeContext } from "./auth";
 import { onLink, useLocation } from "./router";
-import { startStream, stopStream, subscribe } from "./stream";
+import { isConnected, startStream, stopStream, subscribe } from "./stream";
 import { Theme } from "./theme";
 import type { Me } from "./types";
 import { Login } from "./pages/Login";
@@ -54,8 +54,13 @@ function Page({ path, me }: { path: string; me: Me }) {
 }
 
 function LiveIndicator() {
-  const [up, setUp] = useState(false);
-  useEffect(() => subscribe((m) => m.type === "status" && setUp(m.data.connected)), []);
+  const [up, setUp] = useState(isConnected());
+  useEffect(() => {
+    const off = subscribe((m) => m.type === "status" && setUp(m.data.connected));
+    // The stream may have opened between the first render and now.
+    setUp(isConnected());
+    return off;
+  }, []);
   return (
     <span class={`live ${up ? "on" : "off"}`} role="status" title={up ? "Live updates on" : "Live updates reconnecting"}>
       {up ? "● live" : "○ offline"}

@@ -16,9 +16,16 @@ const listeners = new Set<(m: StreamMessage) => void>();
 let source: EventSource | null = null;
 let retry: number | undefined;
 let wanted = false;
+let connected = false;
 
 function emit(m: StreamMessage) {
+  if (m.type === "status") connected = m.data.connected;
   listeners.forEach((f) => f(m));
+}
+
+/** Whether the stream is connected now (pages mounted later start from this). */
+export function isConnected(): boolean {
+  return connected;
 }
 
 async function connect() {
@@ -55,6 +62,7 @@ export function stopStream() {
   window.clearTimeout(retry);
   source?.close();
   source = null;
+  if (connected) emit({ type: "status", data: { connected: false } });
 }
 
 export function subscribe(f: (m: StreamMessage) => void): () => void {

@@ -1,7 +1,7 @@
 // Light and dark themes: follows the system unless the user picks one,
 // which is remembered in this browser.
 
-import { useEffect, useState } from "preact/hooks";
+import { useState } from "preact/hooks";
 
 type Choice = "auto" | "light" | "dark";
 const KEY = "fleetban.theme";
@@ -21,13 +21,15 @@ apply(stored());
 
 export function Theme() {
   const [choice, setChoice] = useState<Choice>(stored());
-  useEffect(() => {
-    apply(choice);
-    if (choice === "auto") localStorage.removeItem(KEY);
-    else localStorage.setItem(KEY, choice);
-  }, [choice]);
+  const change = () => {
+    const next = NEXT[stored()];
+    apply(next);
+    if (next === "auto") localStorage.removeItem(KEY);
+    else localStorage.setItem(KEY, next);
+    setChoice(next);
+  };
   return (
-    <button type="button" onClick={() => setChoice(NEXT[choice])} aria-label={`Theme: ${choice}. Change theme`}>
+    <button type="button" onClick={change} aria-label={`Theme: ${choice}. Change theme`}>
       {choice === "dark" ? "☾ Dark" : choice === "light" ? "☀ Light" : "◐ Auto"}
     </button>
   );

@@ -1,5 +1,6 @@
 //! The HTTP side of the server: health, metrics, the REST API under
-//! `/api/v1` and CrowdSec bouncer compatibility under `/v1`.
+//! `/api/v1`, CrowdSec bouncer compatibility under `/v1`, and the web console
+//! at `/`.
 
 pub mod api;
 pub mod console;
