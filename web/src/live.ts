@@ -1,20 +1,24 @@
 // Re-reading data when the live stream says something changed, at most
 // once per `wait` ms so a burst of bans costs one reload.
 
-import { useEffect } from "preact/hooks";
+import { useEffect, useRef } from "preact/hooks";
 import { subscribe, type StreamMessage } from "./stream";
 
 export function useLiveReload(reload: () => void, accept: (m: StreamMessage) => boolean, wait = 500) {
+  // The latest callbacks, so re-renders neither resubscribe nor cancel a
+  // pending reload.
+  const latest = useRef({ reload, accept });
+  latest.current = { reload, accept };
   useEffect(() => {
     let timer: number | undefined;
     const off = subscribe((m) => {
       // After a lag or a reconnect, something may have been missed.
       const resync = m.type === "lagged" || (m.type === "status" && m.data.connected);
-      if (!resync && !accept(m)) return;
+      if (!resync && !latest.current.accept(m)) return;
       if (timer === undefined) {
         timer = window.setTimeout(() => {
           timer = undefined;
-          reload();
+          latest.current.reload();
         }, wait);
       }
     });
@@ -22,5 +26,5 @@ export function useLiveReload(reload: () => void, accept: (m: StreamMessage) => 
       off();
       window.clearTimeout(timer);
     };
-  }, [reload]);
+  }, [wait]);
 }

@@ -105,6 +105,9 @@ describe("fleetban console", { skip }, () => {
     assert.match(await row.textContent(), /active/);
     assert.match(await row.textContent(), /local/);
     for (const p of [overview, table]) assert.equal(await p.evaluate(() => window.__noReload), true, "the page was reloaded");
+    // The failures reach the overview's top lists live as well.
+    await overview.getByRole("region", { name: "Top addresses" }).getByText(attacker).waitFor({ timeout: 30_000 });
+    await overview.getByRole("region", { name: "Top prefixes" }).getByText("198.19.0.0/24").waitFor();
     await shot(overview, "03-overview");
     await shot(table, "04-decisions");
 

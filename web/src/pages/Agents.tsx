@@ -24,7 +24,7 @@ export function Agents() {
         <table data-testid="agents">
           <thead>
             <tr>
-              <th scope="col">Host</th>
+              <th scope="col">Agent</th>
               <th scope="col">Status</th>
               <th scope="col">Version</th>
               <th scope="col">Last seen</th>
@@ -38,8 +38,8 @@ export function Agents() {
             {list.map((a) => (
               <tr key={a.id}>
                 <td>
-                  {a.hostname || a.id}
-                  {a.hostname && a.hostname !== a.id && <div class="muted small">{a.id}</div>}
+                  {a.id}
+                  {a.hostname && a.hostname !== a.id && <div class="muted small">on {a.hostname}</div>}
                 </td>
                 <td>
                   <Badge value={a.health} />

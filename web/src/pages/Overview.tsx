@@ -200,7 +200,12 @@ export function Overview() {
           <ul class="agents-mini">
             {list.map((a) => (
               <li key={a.id}>
-                <Badge value={a.health} /> {a.hostname || a.id} <span class="muted">seen {ago(a.last_seen)}, {a.lag} behind</span>
+                <Badge value={a.health} /> {a.id}
+                {a.hostname && a.hostname !== a.id && <span class="muted"> on {a.hostname}</span>}
+                <span class="muted">
+                  {" "}
+                  · seen {ago(a.last_seen)} · {a.lag} behind
+                </span>
               </li>
             ))}
           </ul>
