@@ -546,6 +546,23 @@ async fn decisions_endpoints(api: Api) {
     let mut reader = csv::Reader::from_reader(all.text.as_bytes());
     let row = reader.records().next().expect("one").expect("row");
     assert_eq!(&row[5], "scanner, net", "commas survive quoting");
+    let r = api
+        .post(
+            "/api/v1/decisions",
+            &op,
+            json!({"target": "192.0.2.77", "reason": "=HYPERLINK(\"x\")"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let csv_reply = api
+        .get("/api/v1/decisions/export?format=csv&ip=192.0.2.77", &viewer)
+        .await;
+    let mut reader = csv::Reader::from_reader(csv_reply.text.as_bytes());
+    let row = reader.records().next().expect("one").expect("row");
+    assert_eq!(
+        &row[5], "'=HYPERLINK(\"x\")",
+        "no formula reaches a spreadsheet"
+    );
 
     // Audit: every change with its actor.
     let admin = api.user("root", Role::Admin).await;
@@ -561,7 +578,7 @@ async fn decisions_endpoints(api: Api) {
         .collect();
     assert_eq!(
         actions.iter().filter(|a| **a == "decision.create").count(),
-        6
+        7
     );
     assert_eq!(
         actions.iter().filter(|a| **a == "decision.revoke").count(),

@@ -75,6 +75,7 @@ pub struct DecisionQuery {
     /// Created before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -488,6 +489,16 @@ pub struct ExportQuery {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// A CSV cell a spreadsheet will not run as a formula: text starting with
+/// `=`, `+`, `-`, `@`, tab or carriage return gets a leading `'`.
+pub fn csv_cell(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    }
+}
+
 /// Most rows one export returns.
 const MAX_EXPORT: usize = 1_000_000;
 
@@ -573,10 +584,10 @@ pub async fn export(
                         d.id.to_string(),
                         target_text(&d.target),
                         d.origin.as_str().to_owned(),
-                        d.jail.clone(),
-                        d.scope.clone(),
-                        d.reason.clone(),
-                        d.creator.clone(),
+                        csv_cell(&d.jail),
+                        csv_cell(&d.scope),
+                        csv_cell(&d.reason),
+                        csv_cell(&d.creator),
                         d.created_at.to_rfc3339(),
                         d.expires_at.map(|e| e.to_rfc3339()).unwrap_or_default(),
                         super::views::status_name(r.status(now)).to_owned(),

@@ -30,6 +30,7 @@ pub struct EventQuery {
     /// Happened before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
     pub sort: Option<SortParam>,
@@ -108,6 +109,7 @@ pub struct AggregateQuery {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     /// Most groups returned, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

@@ -105,6 +105,7 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     /// `decision.create`, `user.create`, `auth.login`…
     pub action: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
     pub sort: Option<SortParam>,

@@ -10,6 +10,72 @@ use super::{auth, decisions, events, fleet, stream};
 
 struct Security;
 
+/// Every error any operation may answer, in the one error shape: added to
+/// every operation so the description matches what the server does (an
+/// extractor refusing a query, a missing token, a body too large).
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |what: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(what)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let bouncer = path.starts_with("/v1/");
+            let public = matches!(
+                path.as_str(),
+                "/api/v1/auth/login"
+                    | "/api/v1/auth/refresh"
+                    | "/api/v1/openapi.json"
+                    | "/api/v1/docs"
+            );
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.put,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut add = |code: &str, what: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error(what));
+                };
+                add("400", "a bad parameter or body (`invalid_query`, `invalid_parameter`, `invalid_json`, `invalid_body`)");
+                if !public && !bouncer {
+                    add("401", "no, or a bad, expired or revoked token");
+                }
+                if !public {
+                    add("403", "the caller lacks the scope, or a bad bouncer key");
+                }
+                if path.contains('{') {
+                    add("404", "no such resource");
+                }
+                if op.request_body.is_some() {
+                    add("413", "the body is over the limit");
+                    add("415", "the body is not application/json");
+                }
+                add("500", "an internal error");
+                add("503", "the database is unavailable");
+            }
+        }
+    }
+}
+
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
@@ -44,7 +110,11 @@ impl Modify for Security {
         stream::stream,
         crate::http::crowdsec::stream, crate::http::crowdsec::decisions,
     ),
-    modifiers(&Security),
+    components(schemas(
+        decisions::SortParam, decisions::OriginParam, decisions::StatusParam,
+        decisions::ExportFormat, events::ByParam, fleet::SeriesParam,
+    )),
+    modifiers(&Security, &CommonErrors),
 )]
 pub struct ApiDoc;
 

@@ -1,8 +1,9 @@
-//! A real CrowdSec firewall bouncer (Debian's `crowdsec-firewall-bouncer`),
-//! pointed at fleetban's `/v1/decisions/stream` with a key from
-//! `fleetban-server bouncer add`, enforces a ban made through the REST API in
-//! namespace b's nftables: packets from the banned address are dropped,
-//! another address still connects, and the revocation lifts the ban.
+//! The REST API against real enforcement in network namespaces:
+//! - a ban made through the API reaches a fleetban agent over gRPC and is
+//!   enforced in namespace b's nftables; its revocation lifts it;
+//! - a real CrowdSec firewall bouncer (Debian's `crowdsec-firewall-bouncer`),
+//!   pointed at fleetban's `/v1/decisions/stream` with a key from
+//!   `fleetban-server bouncer add`, does the same.
 
 mod common;
 
@@ -11,9 +12,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{server_addrs, wait_until, Proc};
+use common::{agent_config, server_addrs, wait_until, Proc};
 use fleetban_tests::bins::bin;
 use fleetban_tests::netns::{Host, Lab, B_X_ADDR, ROOT_B_ADDR, X_ADDRS};
+use fleetban_tests::pg;
 use fleetban_tests::privileges;
 
 const BOUNCER: &str = "/usr/bin/crowdsec-firewall-bouncer";
@@ -289,5 +291,146 @@ fn a_crowdsec_firewall_bouncer_enforces_fleetban_decisions() {
         "after the revocation the address connects"
     );
     bouncer.stop();
+    server.stop();
+}
+
+/// Logs `user` in; returns the access token.
+fn login(api: &str, user: &str) -> String {
+    let (status, body) = http(
+        api,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&format!(
+            r#"{{"username": "{user}", "password": "correct horse battery"}}"#
+        )),
+    );
+    assert_eq!(status, 200, "{body}");
+    json_field(&body, "access_token")
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_made_through_the_api_is_enforced_by_agents() {
+    if !privileges::require_netns("api ban end-to-end") {
+        return;
+    }
+    let Some(url) = pg::fresh_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin("fleetban-server"))
+        .args([
+            "user",
+            "add",
+            "--role",
+            "operator",
+            "soc",
+            "--database-url",
+            &url,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"correct horse battery\n")?;
+            c.wait_with_output()
+        })
+        .expect("user add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let lab = Lab::new();
+    let mut server = Proc::spawn("server", dir.path(), {
+        let mut c = Command::new(bin("fleetban-server"));
+        c.args([
+            "serve",
+            "--database-url",
+            &url,
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--grpc-listen", &format!("{ROOT_B_ADDR}:0")]);
+        c
+    });
+    let (api, grpc) = server_addrs(&mut server);
+    let log = dir.path().join("auth.log");
+    let cfg = agent_config(dir.path(), "host-b", Some(&grpc), "nftables", &log);
+    let mut agent = Proc::spawn("host-b", dir.path(), {
+        let mut c = lab.command(Host::B, bin("fleetban-agent"));
+        c.args(["run", "--config"]).arg(&cfg);
+        c
+    });
+    agent.wait_for("connected to server", 1, Duration::from_secs(60));
+
+    let service = service_in_b(&lab);
+    let (attacker, bystander) = (X_ADDRS[0].to_string(), X_ADDRS[1].to_string());
+    assert!(
+        connects(&lab, &service, &attacker),
+        "before the ban the attacker connects"
+    );
+
+    let token = login(&api, "soc");
+    let (status, body) = http(
+        &api,
+        "POST",
+        "/api/v1/decisions",
+        Some(&token),
+        Some(&format!(
+            r#"{{"target": "{attacker}", "reason": "SOC ticket 1", "duration": "1h"}}"#
+        )),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = json_field(&body, "id");
+    assert!(
+        wait_until(Duration::from_secs(10), || lab
+            .nft_list_ruleset(Host::B)
+            .contains(&attacker)),
+        "the agent enforces the API's ban\n{}",
+        agent.output()
+    );
+    assert!(
+        !connects(&lab, &service, &attacker),
+        "the banned address is dropped"
+    );
+    assert!(
+        connects(&lab, &service, &bystander),
+        "another address still connects"
+    );
+
+    let (status, body) = http(
+        &api,
+        "POST",
+        &format!("/api/v1/decisions/{id}/revoke"),
+        Some(&token),
+        Some("{}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !lab
+            .nft_list_ruleset(Host::B)
+            .contains(&attacker)),
+        "the revocation reaches the agent\n{}",
+        agent.output()
+    );
+    assert!(
+        connects(&lab, &service, &attacker),
+        "after the revocation the address connects"
+    );
+
+    // The agent is listed, healthy and caught up.
+    let (status, body) = http(&api, "GET", "/api/v1/agents/host-b", Some(&token), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_field(&body, "health"), "online");
+    agent.stop();
     server.stop();
 }
