@@ -12,7 +12,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { credentials, launch, screenshots, signIn } from "./browser.mjs";
 
@@ -189,6 +189,15 @@ describe("fleetban console", { skip }, () => {
     await dialog.waitFor({ state: "detached" });
     await page.locator('tr[data-target="192.0.2.0/28"]').waitFor();
     await page.locator('tr[data-target="198.51.100.9"]').waitFor();
+
+    // Export: the active bans as CSV and as a block list.
+    const [csv] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export CSV" }).click()]);
+    const csvText = readFileSync(await csv.path(), "utf8");
+    assert.match(csvText, /192\.0\.2\.0\/28/);
+    assert.match(csvText, /scanner/);
+    const [text] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export block list" }).click()]);
+    const lines = readFileSync(await text.path(), "utf8").trim().split("\n");
+    assert.ok(lines.includes("192.0.2.0/28") && lines.some((l) => l.startsWith("198.51.100.9")), lines.join(","));
 
     // Search by CIDR: only what overlaps 192.0.2.0/24.
     await page.getByLabel("IP or CIDR").fill("192.0.2.0/24");
