@@ -260,6 +260,34 @@ mod tests {
         assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
+    #[tokio::test]
+    async fn the_router_answers_only_reads_and_leaves_the_api_alone() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use tower::ServiceExt;
+
+        let call = |method: &str, path: &str| {
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            router().oneshot(req)
+        };
+        let r = call("POST", "/decisions").await.unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+        let r = call("GET", "/api/v1/nothing").await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        // Built or not, a client route answers with a page.
+        let r = call("GET", "/decisions").await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+    }
+
     #[test]
     fn headers_of_assets_and_index() {
         let f = Files(BUILT);
