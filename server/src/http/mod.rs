@@ -1,7 +1,9 @@
 //! The HTTP side of the server: health, metrics, the REST API under
-//! `/api/v1` and CrowdSec bouncer compatibility under `/v1`.
+//! `/api/v1`, CrowdSec bouncer compatibility under `/v1`, and the web console
+//! at `/`.
 
 pub mod api;
+pub mod console;
 pub mod crowdsec;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ pub fn router(service: Arc<Service>, api: Arc<api::ApiState>) -> Router {
         .with_state(service)
         .merge(api::router(api.clone()))
         .merge(crowdsec::router(api))
+        .merge(console::router())
 }
 
 /// Healthy when the database answers.

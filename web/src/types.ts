@@ -1,0 +1,112 @@
+// The API's resources, as documented in docs/api.md.
+
+export interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+export interface Decision {
+  id: number;
+  version: number;
+  target: string;
+  origin: string;
+  reason: string;
+  creator: string;
+  jail: string;
+  scope: string;
+  created_at: string;
+  expires_at: string | null;
+  status: "active" | "expired" | "revoked";
+  revoked: { id: number; at: string; by: string; reason: string } | null;
+}
+
+export interface Change {
+  kind: "ban" | "revoke";
+  id: number;
+  version: number;
+  target: string;
+  origin: string;
+  reason: string;
+  creator: string;
+  created_at: string;
+  expires_at: string | null;
+  revokes: number | null;
+}
+
+export interface FleetEvent {
+  id: string;
+  agent: string;
+  jail: string;
+  ip: string;
+  user: string | null;
+  occurred_at: string;
+  received_at: string | null;
+}
+
+export interface Group {
+  key: string;
+  count: number;
+  first: string;
+  last: string;
+}
+
+export interface Agent {
+  id: string;
+  hostname: string;
+  version: string;
+  jails: string[];
+  first_seen: string;
+  last_seen: string;
+  health: string;
+  applied_version: number;
+  lag: number;
+}
+
+export interface Stats {
+  series: string;
+  step_seconds: number;
+  buckets: { start: string; count: number }[];
+}
+
+export interface IpReport {
+  ip: string;
+  banned: boolean;
+  decisions: Decision[];
+  events_by_agent: Group[];
+  events_by_jail: Group[];
+  recent_events: FleetEvent[];
+}
+
+export interface Me {
+  actor: string;
+  role: string | null;
+  scopes: string[];
+}
+
+export interface User {
+  name: string;
+  role: string;
+  created_at: string;
+  disabled_at: string | null;
+}
+
+export interface Token {
+  id: string;
+  name: string;
+  scopes: string[];
+  created_by: string;
+  created_at: string;
+  expires_at: string | null;
+  revoked_at: string | null;
+  last_used_at: string | null;
+}
+
+export interface AuditEntry {
+  id: number;
+  at: string;
+  actor: string;
+  action: string;
+  target: string;
+  detail: unknown;
+  source: string | null;
+}

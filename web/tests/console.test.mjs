@@ -1,0 +1,252 @@
+// Browser tests of the console in headless Chromium, against a real
+// fleetban-server on Postgres with real agents. tests/tests/console.rs
+// starts them and runs `npm test` with:
+//   FLEETBAN_CONSOLE_URL         the server's HTTP address
+//   FLEETBAN_CONSOLE_ADMIN       admin user:password
+//   FLEETBAN_CONSOLE_VIEWER      viewer user:password
+//   FLEETBAN_CONSOLE_ATTACK_LOG  the log the first agent follows
+//   FLEETBAN_CONSOLE_ATTACKER    an address to brute-force from
+//   FLEETBAN_CONSOLE_FIREWALL    JSON argv printing the second agent's firewall
+// Without FLEETBAN_CONSOLE_URL the tests skip (say so, and run them through
+// `cargo test -p fleetban-tests --test console`).
+
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { appendFileSync, readFileSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import { credentials, launch, screenshots, signIn } from "./browser.mjs";
+
+const base = process.env.FLEETBAN_CONSOLE_URL;
+const skip = base ? false : "FLEETBAN_CONSOLE_URL is not set: run through `cargo test -p fleetban-tests --test console`";
+
+/** Polls `check` every 100 ms for up to `ms`; the last failure is thrown. */
+async function eventually(check, ms = 20_000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      return await check();
+    } catch (e) {
+      if (Date.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+function firewall() {
+  const argv = JSON.parse(process.env.FLEETBAN_CONSOLE_FIREWALL);
+  return execFileSync(argv[0], argv.slice(1), { encoding: "utf8" });
+}
+
+function failedLogin(ip, n) {
+  const s = String(n % 60).padStart(2, "0");
+  return `Nov 25 10:00:${s} host sshd[${1000 + n}]: Failed password for root from ${ip} port ${40000 + n} ssh2\n`;
+}
+
+describe("fleetban console", { skip }, () => {
+  let browser;
+  const shot = screenshots();
+  before(async () => {
+    browser = await launch();
+  });
+  after(async () => {
+    await browser?.close();
+  });
+
+  test("a bad sign-in is refused with a clear message", async () => {
+    const page = await browser.newPage();
+    const { user } = credentials("FLEETBAN_CONSOLE_ADMIN");
+    await page.goto(base + "/");
+    await shot(page, "01-sign-in");
+    await page.getByLabel("User name").fill(user);
+    await page.getByLabel("Password").fill("not the password at all");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    const alert = page.getByRole("alert");
+    await alert.waitFor();
+    assert.equal((await alert.textContent()).trim(), "Wrong user name or password.");
+    // Still signed out: the form is there and nothing was stored.
+    assert.equal(await page.getByRole("button", { name: "Sign in" }).count(), 1);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("fleetban.session")), null);
+    await shot(page, "02-sign-in-refused");
+    await page.close();
+  });
+
+  test("a brute force appears live on the overview and in the table, and a revoke from the table lifts it on the agents", async () => {
+    const admin = credentials("FLEETBAN_CONSOLE_ADMIN");
+    const attacker = process.env.FLEETBAN_CONSOLE_ATTACKER;
+    const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+    const overview = await ctx.newPage();
+    const table = await ctx.newPage();
+
+    // Signing in with the keyboard alone: the form has focus, Tab, Enter.
+    await overview.goto(base + "/");
+    await overview.keyboard.type(admin.user);
+    await overview.keyboard.press("Tab");
+    await overview.keyboard.type(admin.password);
+    await overview.keyboard.press("Enter");
+    await overview.getByRole("heading", { name: "Overview" }).waitFor();
+
+    await signIn(table, base, admin);
+    await table.getByRole("link", { name: "Decisions" }).click();
+    await table.getByRole("heading", { name: "Decisions" }).waitFor();
+    for (const p of [overview, table]) {
+      await p.locator(".live.on").waitFor();
+      // A page load would drop this marker.
+      await p.evaluate(() => (window.__noReload = true));
+    }
+    assert.equal(await table.locator(`tr[data-target="${attacker}"]`).count(), 0);
+    assert.ok(!firewall().includes(attacker), "the agent blocks the address before any failure");
+
+    // Three failed logins in the first agent's log: maxretry is 3.
+    appendFileSync(process.env.FLEETBAN_CONSOLE_ATTACK_LOG, [1, 2, 3].map((n) => failedLogin(attacker, n)).join(""));
+
+    await overview.getByTestId("latest-decisions").getByText(attacker).waitFor({ timeout: 30_000 });
+    const row = table.locator(`tr[data-target="${attacker}"]`);
+    await row.waitFor({ timeout: 30_000 });
+    assert.match(await row.textContent(), /active/);
+    assert.match(await row.textContent(), /local/);
+    for (const p of [overview, table]) assert.equal(await p.evaluate(() => window.__noReload), true, "the page was reloaded");
+    // The failures reach the overview's top lists live as well.
+    await overview.getByRole("region", { name: "Top addresses" }).getByText(attacker).waitFor({ timeout: 30_000 });
+    await overview.getByRole("region", { name: "Top prefixes" }).getByText("198.19.0.0/24").waitFor();
+    await shot(overview, "03-overview");
+    await shot(table, "04-decisions");
+
+    // The second agent enforces the fleet's ban.
+    await eventually(() => assert.ok(firewall().includes(attacker), "the second agent does not block the attacker"));
+
+    // Revoke from the table, with a reason.
+    await row.getByRole("button", { name: "Revoke" }).click();
+    const dialog = table.getByRole("dialog");
+    await dialog.getByLabel("Reason").fill("console test");
+    await shot(table, "05-revoke-dialog");
+    await dialog.getByRole("button", { name: "Revoke" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await eventually(async () => assert.match(await row.textContent(), /revoked/));
+    assert.match(await row.textContent(), /console test/);
+
+    // And the agent no longer holds it.
+    await eventually(() => assert.ok(!firewall().includes(attacker), "the second agent still blocks the attacker after the revoke"));
+
+    // The audit log names who revoked.
+    await table.getByRole("link", { name: "Audit log" }).click();
+    const audit = table.getByTestId("audit");
+    await audit.getByText("decision.revoke").first().waitFor();
+    assert.match(await audit.textContent(), new RegExp(`user:${admin.user}`));
+    await shot(table, "06-audit");
+
+    // IP lookup: the timeline holds the failures, the ban and its revocation.
+    await table.goto(`${base}/ips/${attacker}`);
+    await table.getByTestId("verdict").waitFor();
+    const timeline = table.getByRole("region", { name: "Timeline" });
+    await eventually(async () => assert.equal(await timeline.locator("li.failure").count(), 3));
+    assert.equal(await timeline.locator("li.ban").count(), 1);
+    assert.equal(await timeline.locator("li.revoke").count(), 1);
+    await shot(table, "07-ip-lookup");
+
+    await table.getByRole("link", { name: "Agents" }).click();
+    await table.getByTestId("agents").getByText("online").first().waitFor();
+    await shot(table, "08-agents");
+
+    await table.getByRole("link", { name: "Users" }).click();
+    await table.getByTestId("users").getByText("viewer").waitFor();
+    await shot(table, "09-users");
+
+    await table.getByRole("link", { name: "API tokens" }).click();
+    await table.getByRole("button", { name: "New token…" }).click();
+    await table.getByRole("dialog").getByLabel("Name").fill("soar");
+    await table.getByRole("dialog").getByRole("button", { name: "Create" }).click();
+    assert.match(await table.getByTestId("token-secret").textContent(), /^fbt_/);
+    await table.getByTestId("tokens").getByText("soar").waitFor();
+    await shot(table, "10-tokens");
+
+    // Dark theme, and a phone's width.
+    await overview.getByRole("button", { name: "Theme: auto. Change theme" }).click();
+    await overview.getByRole("button", { name: "Theme: light. Change theme" }).click();
+    await overview.getByRole("button", { name: "Theme: dark. Change theme" }).waitFor();
+    assert.equal(await overview.evaluate(() => document.documentElement.dataset.theme), "dark");
+    await shot(overview, "11-overview-dark");
+    await overview.setViewportSize({ width: 390, height: 844 });
+    await overview.getByRole("button", { name: "Menu" }).click();
+    await shot(overview, "12-overview-phone");
+    await ctx.close();
+  });
+
+  test("a ban made in the dialog reaches the table; bad input is refused with the API's message", async () => {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await signIn(page, base, credentials("FLEETBAN_CONSOLE_ADMIN"));
+    await page.goto(base + "/decisions");
+    await page.getByRole("button", { name: "Ban…" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel(/Addresses or prefixes/).fill("300.1.2.3");
+    await dialog.getByRole("button", { name: "Ban" }).click();
+    await dialog.getByRole("alert").waitFor();
+    assert.match(await dialog.getByRole("alert").textContent(), /300\.1\.2\.3/);
+    await dialog.getByLabel(/Addresses or prefixes/).fill("192.0.2.0/28\n198.51.100.9");
+    await dialog.getByLabel("Reason").fill("scanner");
+    await dialog.getByLabel("Duration").selectOption("24h");
+    await dialog.getByRole("button", { name: "Ban" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.locator('tr[data-target="192.0.2.0/28"]').waitFor();
+    await page.locator('tr[data-target="198.51.100.9"]').waitFor();
+
+    // Export: the active bans as CSV and as a block list.
+    const [csv] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export CSV" }).click()]);
+    const csvText = readFileSync(await csv.path(), "utf8");
+    assert.match(csvText, /192\.0\.2\.0\/28/);
+    assert.match(csvText, /scanner/);
+    const [text] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export block list" }).click()]);
+    const lines = readFileSync(await text.path(), "utf8").trim().split("\n");
+    assert.ok(lines.includes("192.0.2.0/28") && lines.some((l) => l.startsWith("198.51.100.9")), lines.join(","));
+
+    // Search by CIDR: only what overlaps 192.0.2.0/24.
+    await page.getByLabel("IP or CIDR").fill("192.0.2.0/24");
+    await page.getByRole("button", { name: "Search" }).click();
+    await eventually(async () => assert.equal(await page.locator("tbody tr").count(), 1));
+    assert.equal(await page.locator('tr[data-target="192.0.2.0/28"]').count(), 1);
+    await page.getByLabel("IP or CIDR").fill("not-an-ip");
+    await page.getByRole("button", { name: "Search" }).click();
+    await page.getByRole("alert").getByText(/not an IP address or a CIDR prefix/).waitFor();
+
+    // Bulk revoke both from the unfiltered list.
+    await page.getByLabel("IP or CIDR").fill("");
+    await page.getByLabel("Status").selectOption("active");
+    await page.getByLabel("Origin").selectOption("manual");
+    await page.getByRole("button", { name: "Search" }).click();
+    await eventually(async () => assert.equal(await page.locator("tbody tr").count(), 2));
+    await page.getByLabel("Select every active decision on this page").check();
+    await page.getByRole("button", { name: "Revoke selected (2)" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Revoke" }).click();
+    await eventually(async () => assert.equal(await page.locator("tbody tr").count(), 0));
+    await ctx.close();
+  });
+
+  test("a viewer sees no write buttons, and the API refuses a viewer's write", async () => {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await signIn(page, base, credentials("FLEETBAN_CONSOLE_VIEWER"));
+    assert.match(await page.getByTestId("who").textContent(), /viewer/);
+    await page.getByRole("link", { name: "Decisions" }).click();
+    await page.locator("tbody tr").first().waitFor();
+    assert.equal(await page.getByRole("button", { name: "Ban…" }).count(), 0);
+    assert.equal(await page.getByRole("button", { name: /Revoke/ }).count(), 0);
+    assert.equal(await page.locator('tbody input[type="checkbox"]').count(), 0);
+    assert.equal(await page.getByRole("link", { name: "Users" }).count(), 0);
+    assert.equal(await page.getByRole("link", { name: "Audit log" }).count(), 0);
+    await shot(page, "13-decisions-viewer");
+    await page.goto(base + "/users");
+    await page.getByRole("heading", { name: "Not found" }).waitFor();
+    // Even a hand-made request is refused by the API.
+    const status = await page.evaluate(async () => {
+      const s = JSON.parse(sessionStorage.getItem("fleetban.session"));
+      const res = await fetch("/api/v1/decisions", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${s.access_token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ target: "203.0.113.200", reason: "viewer" }),
+      });
+      return [res.status, (await res.json()).error.code];
+    });
+    assert.deepEqual(status, [403, "forbidden"]);
+    await ctx.close();
+  });
+});
