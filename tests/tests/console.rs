@@ -103,6 +103,12 @@ fn console_in_a_browser() {
     let agent = |name: &str, host: Host| {
         let log = dir.path().join(format!("{name}-auth.log"));
         let cfg = agent_config(dir.path(), name, Some(&grpc), "nftables", &log);
+        common::enroll(
+            &["--database-url".as_ref(), url.as_ref()],
+            lab.command(host, bin("fleetban-agent")),
+            &cfg,
+            &grpc,
+        );
         let mut cmd = lab.command(host, bin("fleetban-agent"));
         cmd.args(["run", "--config"]).arg(&cfg);
         (Proc::spawn(name, dir.path(), cmd), log)
