@@ -50,6 +50,8 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     pub clock: Arc<TestClock>,
     pub identities: Arc<Identities>,
+    /// The fleet CA `identities` signs agent certificates with.
+    pub ca: Arc<Authority>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -129,9 +131,11 @@ impl Api {
             .expect("service"),
         );
         // A fleet CA, so enrollment tokens can be made as on a TLS server.
-        let ca = Authority::load(&Authority::generate().expect("generate CA")).expect("load CA");
+        let ca = Arc::new(
+            Authority::load(&Authority::generate().expect("generate CA")).expect("load CA"),
+        );
         let identities = Arc::new(
-            Identities::new(store.clone(), clock.clone(), Some(Arc::new(ca)))
+            Identities::new(store.clone(), clock.clone(), Some(ca.clone()))
                 .await
                 .expect("identities"),
         );
@@ -149,6 +153,7 @@ impl Api {
             store,
             clock,
             identities,
+            ca,
             _dir: dir,
         })
     }
