@@ -916,6 +916,26 @@ async fn bad_input_is_refused_and_nothing_written(api: Api) {
     api.post("/api/v1/agents/nobody/revoke", &admin, json!({}))
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
+    // Names no agent or rule can have are not looked up (Postgres refuses NUL).
+    api.post("/api/v1/agents/a%00b/revoke", &admin, json!({}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    api.call(
+        Method::DELETE,
+        "/api/v1/policies/jails/web/a%00b",
+        Some(&admin),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
+    api.call(
+        Method::PUT,
+        "/api/v1/policies/rules",
+        Some(&admin),
+        Some(json!({"rules": "# \u{0}\n"})),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy");
     assert_eq!(
         api.service.fleet_rules().await.expect("rules"),
         rules_before

@@ -37,6 +37,16 @@ fn identity_error(e: IdentityError) -> ApiError {
     }
 }
 
+/// Whether `id` could name an agent (enrollment allows 1 to 128 letters,
+/// digits, '-', '_' and '.'); others are not looked up.
+pub fn plausible_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// An agent's enrollment.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EnrollmentView {
@@ -74,6 +84,9 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<Json<EnrollmentView>> {
     let actor = auth.require(Scope::AgentsWrite)?.actor();
+    if !plausible_id(&id) {
+        return Err(ApiError::not_found(format!("agent {id:?} is not enrolled")));
+    }
     let e = state
         .identities
         .revoke_agent(&id)
@@ -230,6 +243,14 @@ mod tests {
         assert_eq!(token_ttl(Some("7d")).ok(), Some(chrono::Duration::days(7)));
         for bad in ["0s", "31d", "soon", "", "-1h"] {
             assert!(token_ttl(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_plausible_agent_ids_are_looked_up() {
+        assert!(plausible_id("web-1.example_2"));
+        for bad in ["", "a b", "a\0b", "x/y", &"a".repeat(129)] {
+            assert!(!plausible_id(bad), "{bad:?}");
         }
     }
 }

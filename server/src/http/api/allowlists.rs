@@ -294,7 +294,7 @@ pub async fn add(
 /// `policies:write`).
 #[utoipa::path(delete, path = "/api/v1/allowlists", tag = "policies", security(("bearer" = [])),
     params(AllowlistTarget),
-    responses((status = 200, body = AllowlistsView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = AllowlistsView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<Arc<ApiState>>,
     Source(source): Source,

@@ -89,6 +89,13 @@ pub async fn put_rules(
     ApiJson(req): ApiJson<PutRules>,
 ) -> ApiResult<Json<RulesView>> {
     let actor = auth.require(Scope::PoliciesWrite)?.actor();
+    if req.rules.contains('\0') {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+            "the rules hold a NUL character",
+        ));
+    }
     if req.rules.len() > MAX_RULES {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -247,6 +254,12 @@ pub async fn delete_jail(
     Path((group, jail)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let actor = auth.require(Scope::PoliciesWrite)?.actor();
+    let named = |s: &str| s == fleetban_policy::jails::ALL_GROUPS || super::agents::plausible_id(s);
+    if !named(&group) || !named(&jail) {
+        return Err(ApiError::not_found(format!(
+            "no jail rule for {jail:?} in group {group:?}"
+        )));
+    }
     let version = state
         .service
         .remove_jail_rule(&group, &jail, &actor)
