@@ -842,6 +842,12 @@ async fn bad_input_is_refused_and_nothing_written(api: Api) {
         ),
         (
             "/api/v1/policies/jails/web/sshd",
+            json!({"maxretry": 2147483648u64}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+        ),
+        (
+            "/api/v1/policies/jails/web/sshd",
             json!({"findtime": "soon"}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_policy",

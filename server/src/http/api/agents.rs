@@ -153,6 +153,7 @@ pub struct CreateEnrollmentToken {
     /// How long it can be used: `1h`, `7d`… (default `1h`, at most 30 days).
     pub ttl: Option<String>,
     /// How many agents may enroll with it (default 1, at most 10000).
+    #[schema(minimum = 1, maximum = 10000)]
     pub uses: Option<u32>,
     /// The agent group enrolled agents join.
     pub group: Option<String>,

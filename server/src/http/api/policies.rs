@@ -171,6 +171,8 @@ pub async fn list_jails(
 pub struct PutJail {
     /// Default: true. `false` stops the jail on the group's agents.
     pub enabled: Option<bool>,
+    /// Failures within `findtime` that ban: 1 to 1000000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub maxretry: Option<u32>,
     /// `10m`, `1h`…; absent: the agent's own setting.
     pub findtime: Option<String>,
@@ -192,9 +194,19 @@ fn jail_duration(field: &str, text: Option<&str>) -> Result<Option<chrono::Durat
         })
 }
 
+/// Largest `maxretry` a jail rule may set.
+pub const MAX_MAXRETRY: u32 = 1_000_000;
+
 /// The jail rule a request asks for (pure, for tests); the service checks
 /// names and ranges.
 pub fn jail_rule(group: &str, jail: &str, req: &PutJail) -> Result<JailRule, ApiError> {
+    if let Some(n) = req.maxretry.filter(|n| *n > MAX_MAXRETRY) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+            format!("maxretry {n}: expected 1 to {MAX_MAXRETRY}"),
+        ));
+    }
     Ok(JailRule {
         group: group.to_owned(),
         jail: jail.to_owned(),
