@@ -123,6 +123,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn configured_feeds_come_first_with_their_status() {
+        let t = chrono::TimeZone::timestamp_opt(&Utc, 1_800_000_000, 0)
+            .single()
+            .expect("t");
+        let status = |name: &str, error: &str| FeedStatus {
+            name: name.into(),
+            last_attempt: t,
+            last_success: error.is_empty().then_some(t),
+            entries: 12,
+            invalid_lines: 1,
+            last_error: error.into(),
+        };
+        let configured = vec![
+            FeedConfig {
+                name: "blocklist".into(),
+                source: FeedSource::Url("https://lists.example/b.txt?k=1".into()),
+                interval: std::time::Duration::from_secs(3600),
+                bantime: Some(chrono::Duration::hours(4)),
+                max_invalid_percent: 10,
+                allow_empty: false,
+            },
+            FeedConfig {
+                name: "new".into(),
+                source: FeedSource::File("/var/lib/list.txt".into()),
+                interval: std::time::Duration::from_secs(600),
+                bantime: None,
+                max_invalid_percent: 10,
+                allow_empty: false,
+            },
+        ];
+        let views = feed_views(
+            &configured,
+            vec![status("zeta", "HTTP 503"), status("blocklist", "")],
+        );
+        let names: Vec<(&str, bool)> = views
+            .iter()
+            .map(|v| (v.name.as_str(), v.configured))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("blocklist", true), ("new", true), ("zeta", false)]
+        );
+        let b = &views[0];
+        assert_eq!(b.source.as_deref(), Some("https://lists.example/b.txt"));
+        assert_eq!(
+            (b.interval_seconds, b.bantime_seconds),
+            (Some(3600), Some(14_400))
+        );
+        let s = b.status.as_ref().expect("status");
+        assert_eq!((s.entries, s.last_error.as_deref()), (12, None));
+        assert!(views[1].status.is_none(), "never imported yet");
+        let z = views[2].status.as_ref().expect("status");
+        assert_eq!(z.last_error.as_deref(), Some("HTTP 503"));
+    }
+
+    #[test]
     fn urls_lose_credentials_and_query() {
         let u = |s: &str| shown_source(&FeedSource::Url(s.to_owned()));
         assert_eq!(
