@@ -159,6 +159,11 @@ async fn main() {
     load(&url, events, decisions).await;
 
     let clock = Arc::new(SystemClock);
+    let identities = Arc::new(
+        fleetban_server::service::identity::Identities::new(store.clone(), clock.clone(), None)
+            .await
+            .expect("identities"),
+    );
     let accounts = Arc::new(
         Accounts::new(store.clone(), clock.clone(), AuthConfig::default())
             .await
@@ -185,8 +190,15 @@ async fn main() {
         .await
         .expect("token")
         .secret;
-    let router =
-        fleetban_server::http::router(service.clone(), Arc::new(ApiState { service, accounts }));
+    let router = fleetban_server::http::router(
+        service.clone(),
+        Arc::new(ApiState {
+            service,
+            accounts,
+            identities,
+            feeds: Arc::new(Vec::new()),
+        }),
+    );
     let get = |path: String| {
         let router = router.clone();
         let token = token.clone();

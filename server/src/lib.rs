@@ -169,6 +169,8 @@ pub async fn run(
     let api = Arc::new(http::api::ApiState {
         service: service.clone(),
         accounts,
+        identities: identities.clone(),
+        feeds: Arc::new(options.feeds.clone()),
     });
     let feed_client = if options.feeds.is_empty() {
         None

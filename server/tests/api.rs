@@ -12,7 +12,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use chrono::Duration;
 use common::{Api, Database};
 use fleetban_server::auth::Role;
-use fleetban_server::store::{AgentInfo, NewEvent};
+use fleetban_server::store::{AgentInfo, FeedStatus, NewEvent};
 use serde_json::{json, Value};
 
 fn login_from(name: &str, password: &str, from: &str) -> Request<Body> {
@@ -942,6 +942,302 @@ async fn openapi_and_viewer(api: Api) {
     );
 }
 
+async fn policies_jails_allowlists_feeds(api: Api) {
+    let op = api.user("otto", Role::Operator).await;
+    let viewer = api.user("vera", Role::Viewer).await;
+    let put = |path: &'static str, body: Value| {
+        let api = &api;
+        let op = op.clone();
+        async move { api.call(Method::PUT, path, Some(&op), Some(body)).await }
+    };
+
+    // Jail rules: agents of the group get them at once.
+    let r = put(
+        "/api/v1/policies/jails/web/sshd",
+        json!({"maxretry": 3, "findtime": "10m", "bantime": "1h"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({"group": "web", "jail": "sshd", "enabled": true, "maxretry": 3, "findtime": "10m", "bantime": "1h"})
+    );
+    let r = put("/api/v1/policies/jails/*/nginx", json!({"enabled": false})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let web = api.service.jail_policy_for("web");
+    let sshd = web
+        .jails
+        .iter()
+        .find(|j| j.jail == "sshd")
+        .expect("sshd for web");
+    assert_eq!(sshd.maxretry, Some(3));
+    assert_eq!(sshd.bantime, Some(Duration::hours(1)));
+    assert!(web.jails.iter().any(|j| j.jail == "nginx" && !j.enabled));
+    assert!(api
+        .service
+        .jail_policy_for("db")
+        .jails
+        .iter()
+        .all(|j| j.jail != "sshd"));
+    let list = api.get("/api/v1/policies/jails", &viewer).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert_eq!(
+        list.json().as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        list.text
+    );
+    let del = api
+        .call(
+            Method::DELETE,
+            "/api/v1/policies/jails/web/sshd",
+            Some(&op),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.text);
+    api.call(
+        Method::DELETE,
+        "/api/v1/policies/jails/web/sshd",
+        Some(&op),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
+    assert!(api
+        .service
+        .jail_policy_for("web")
+        .jails
+        .iter()
+        .all(|j| j.jail != "sshd"));
+
+    // Correlation rules, as TOML.
+    let rules = "[policy]\n[policy.threshold]\nhosts = 2\nwindow = \"10m\"\nbantime = \"1h\"\n";
+    let r = put("/api/v1/policies/rules", json!({"rules": rules})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let got = api.get("/api/v1/policies/rules", &viewer).await.json();
+    assert_eq!(got["rules"], rules);
+    assert_eq!(got["structured"]["policy"]["threshold"]["hosts"], 2);
+    assert_eq!(got["policy_version"], api.service.policy_version());
+    assert!(api.service.policy().threshold.is_some());
+
+    // Allowlists: stored in the rules, used by correlation at once.
+    let ban = |target: &'static str| {
+        let api = &api;
+        let op = op.clone();
+        async move {
+            api.post(
+                "/api/v1/decisions",
+                &op,
+                json!({"target": target, "reason": "test"}),
+            )
+            .await
+        }
+    };
+    let r = api
+        .post("/api/v1/allowlists", &op, json!({"network": "10.0.0.0/8"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["global"], json!(["10.0.0.0/8"]));
+    let r = api
+        .post(
+            "/api/v1/allowlists",
+            &op,
+            json!({"network": "198.51.100.7", "group": "office"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    api.post("/api/v1/allowlists", &op, json!({"network": "10.0.0.0/8"}))
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    let lists = api.get("/api/v1/allowlists", &viewer).await.json();
+    assert_eq!(lists["groups"], json!({"office": ["198.51.100.7/32"]}));
+    let policy = api.service.policy();
+    assert_eq!(
+        policy.allowlist.global,
+        vec!["10.0.0.0/8".parse().expect("net")]
+    );
+    assert_eq!(policy.allowlist.groups["office"].len(), 1);
+    assert!(
+        api.service.policy().threshold.is_some(),
+        "other rules are kept"
+    );
+    ban("10.1.2.3")
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "refused_by_policy");
+    let r = api
+        .call(
+            Method::DELETE,
+            "/api/v1/allowlists?network=10.0.0.0/8",
+            Some(&op),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["global"], json!([]));
+    api.call(
+        Method::DELETE,
+        "/api/v1/allowlists?network=10.0.0.0/8",
+        Some(&op),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
+    let r = api
+        .call(
+            Method::DELETE,
+            "/api/v1/allowlists?network=198.51.100.7/32&group=office",
+            Some(&op),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["groups"], json!({}));
+    assert_eq!(ban("10.1.2.3").await.status, StatusCode::CREATED);
+
+    // Feeds: none configured here; a status another replica recorded.
+    assert_eq!(api.get("/api/v1/feeds", &viewer).await.json(), json!([]));
+    api.store
+        .put_feed_status(&FeedStatus {
+            name: "spamhaus".into(),
+            last_attempt: common::t0(),
+            last_success: None,
+            entries: 0,
+            invalid_lines: 0,
+            last_error: "HTTP 503".into(),
+        })
+        .await
+        .expect("status");
+    let feeds = api.get("/api/v1/feeds", &viewer).await.json();
+    assert_eq!(feeds[0]["name"], "spamhaus");
+    assert_eq!(feeds[0]["configured"], false);
+    assert_eq!(feeds[0]["status"]["last_error"], "HTTP 503");
+
+    // Every change is in the audit log with its actor.
+    let admin = api.user("root", Role::Admin).await;
+    let audit = api
+        .get("/api/v1/audit?actor=user:otto&limit=1000", &admin)
+        .await
+        .json();
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for (action, n) in [
+        ("policy.jail.set", 2),
+        ("policy.jail.remove", 1),
+        ("policy.rules.set", 1),
+        ("allowlist.add", 2),
+        ("allowlist.remove", 2),
+    ] {
+        assert_eq!(
+            actions.iter().filter(|a| **a == action).count(),
+            n,
+            "{action}: {actions:?}"
+        );
+    }
+}
+
+async fn agents_revoke_and_enrollment_tokens(api: Api) {
+    let admin = api.user("root", Role::Admin).await;
+    let op = api.user("otto", Role::Operator).await;
+    let r = api
+        .post(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            json!({"ttl": "2h", "uses": 3, "group": "web"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let made = r.json();
+    let token = made["token"].as_str().expect("token").to_owned();
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(made["expires_at"].clone()).expect("expires_at");
+    assert_eq!(expires, common::t0() + Duration::hours(2));
+    assert_eq!(made["max_uses"], 3);
+    assert_eq!(made["group"], "web");
+    api.get("/api/v1/enrollment-tokens", &op)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+
+    // An agent enrolls with it, then is revoked through the API.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    let enrolled = api
+        .identities
+        .enroll(&token, "web-1", "web-1.example", &csr)
+        .await
+        .expect("enroll");
+    assert_eq!(enrolled.group.as_deref(), Some("web"));
+    let list = api.get("/api/v1/enrollment-tokens", &admin).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    let items = list.json();
+    assert_eq!(items.as_array().map(Vec::len), Some(1));
+    assert_eq!(items[0]["id"], made["id"]);
+    assert_eq!(items[0]["uses"], 1);
+    let secret = token
+        .rsplit(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or(&token);
+    assert!(
+        !list.text.contains(&token) && !list.text.contains(secret),
+        "the list never shows a secret"
+    );
+
+    let revoked = api.identities.watch_revoked();
+    api.post("/api/v1/agents/web-1/revoke", &op, json!({}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    assert!(!revoked.borrow().contains("web-1"));
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/agents/web-1/revoke",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["agent_id"], "web-1");
+    assert_eq!(v["group"], "web");
+    assert!(v["revoked_at"].is_string(), "{v}");
+    assert!(
+        revoked.borrow().contains("web-1"),
+        "open streams are told at once"
+    );
+    assert_eq!(
+        api.store.revoked_agents().await.expect("revoked"),
+        vec!["web-1".to_owned()]
+    );
+    api.call(
+        Method::POST,
+        "/api/v1/agents/web-9/revoke",
+        Some(&admin),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
+    let audit = api
+        .get("/api/v1/audit?actor=user:root&limit=1000", &admin)
+        .await
+        .json();
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"enrollment_token.create"), "{actions:?}");
+    assert!(actions.contains(&"agent.revoke"), "{actions:?}");
+}
+
 on_both!(
     login_refresh_logout,
     login_throttling,
@@ -950,4 +1246,6 @@ on_both!(
     events_ips_agents_stats,
     live_stream,
     openapi_and_viewer,
+    policies_jails_allowlists_feeds,
+    agents_revoke_and_enrollment_tokens,
 );

@@ -186,6 +186,90 @@ fn endpoints(n: usize, decision: i64) -> Vec<Endpoint> {
             &["agents:read"],
         ),
         e(
+            M::POST,
+            "/api/v1/agents/{id}/revoke",
+            "/api/v1/agents/nobody/revoke",
+            None,
+            &["agents:write"],
+        ),
+        e(
+            M::GET,
+            "/api/v1/enrollment-tokens",
+            "/api/v1/enrollment-tokens",
+            None,
+            &["agents:write"],
+        ),
+        e(
+            M::POST,
+            "/api/v1/enrollment-tokens",
+            "/api/v1/enrollment-tokens",
+            Some(json!({"ttl": "1h", "uses": 1})),
+            &["agents:write"],
+        ),
+        e(
+            M::GET,
+            "/api/v1/policies/rules",
+            "/api/v1/policies/rules",
+            None,
+            &["policies:read"],
+        ),
+        e(
+            M::PUT,
+            "/api/v1/policies/rules",
+            "/api/v1/policies/rules",
+            Some(json!({"rules": "[policy]\ngroup_scope = false\n"})),
+            &["policies:write"],
+        ),
+        e(
+            M::GET,
+            "/api/v1/policies/jails",
+            "/api/v1/policies/jails",
+            None,
+            &["policies:read"],
+        ),
+        e(
+            M::PUT,
+            "/api/v1/policies/jails/{group}/{jail}",
+            &format!("/api/v1/policies/jails/web/jail{n}"),
+            Some(json!({"maxretry": 3})),
+            &["policies:write"],
+        ),
+        e(
+            M::DELETE,
+            "/api/v1/policies/jails/{group}/{jail}",
+            "/api/v1/policies/jails/web/nojail",
+            None,
+            &["policies:write"],
+        ),
+        e(
+            M::GET,
+            "/api/v1/allowlists",
+            "/api/v1/allowlists",
+            None,
+            &["policies:read"],
+        ),
+        e(
+            M::POST,
+            "/api/v1/allowlists",
+            "/api/v1/allowlists",
+            Some(json!({"network": format!("10.{}.{}.0/24", n / 250, n % 250)})),
+            &["policies:write"],
+        ),
+        e(
+            M::DELETE,
+            "/api/v1/allowlists",
+            "/api/v1/allowlists?network=192.0.2.99",
+            None,
+            &["policies:write"],
+        ),
+        e(
+            M::GET,
+            "/api/v1/feeds",
+            "/api/v1/feeds",
+            None,
+            &["policies:read"],
+        ),
+        e(
             M::GET,
             "/api/v1/audit",
             "/api/v1/audit",
@@ -212,14 +296,22 @@ fn endpoints(n: usize, decision: i64) -> Vec<Endpoint> {
 /// What each role holds, written out here rather than taken from the code
 /// under test.
 fn role_scopes(role: &str) -> Vec<&'static str> {
-    let viewer = ["decisions:read", "events:read", "agents:read", "stats:read"];
+    let viewer = [
+        "decisions:read",
+        "events:read",
+        "agents:read",
+        "stats:read",
+        "policies:read",
+    ];
     match role {
         "viewer" => viewer.to_vec(),
-        "operator" => [&viewer[..], &["decisions:write"]].concat(),
+        "operator" => [&viewer[..], &["decisions:write", "policies:write"]].concat(),
         "admin" => [
             &viewer[..],
             &[
                 "decisions:write",
+                "policies:write",
+                "agents:write",
                 "audit:read",
                 "users:write",
                 "tokens:write",
@@ -231,11 +323,14 @@ fn role_scopes(role: &str) -> Vec<&'static str> {
     }
 }
 
-const TOKEN_SCOPES: [&str; 6] = [
+const TOKEN_SCOPES: [&str; 9] = [
     "decisions:read",
     "decisions:write",
     "events:read",
     "agents:read",
+    "agents:write",
+    "policies:read",
+    "policies:write",
     "stats:read",
     "audit:read",
 ];
@@ -647,6 +742,222 @@ async fn bad_input_is_refused_and_nothing_written(api: Api) {
     assert_eq!(api.store.users().await.expect("users").len(), before_users);
     assert!(api.store.api_tokens().await.expect("tokens").is_empty());
     assert_eq!(api.decision_count().await, 0);
+
+    // Policies, jails, allowlists and enrollment tokens.
+    let rules_before = api.service.fleet_rules().await.expect("rules");
+    let version_before = api.service.policy_version();
+    let a = "/api/v1/allowlists";
+    for (body, status, code) in [
+        (
+            json!({"network": "10.0.0.0/33"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"network": "300.1.1.1"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"network": "10.0.0.0/8", "group": "a b"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"network": "10.0.0.0/8", "group": "*"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"network": "10.0.0.0/8", "scope": "all"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"network": 10}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (json!({}), StatusCode::BAD_REQUEST, "invalid_body"),
+    ] {
+        api.post(a, &admin, body).await.assert_error(status, code);
+    }
+    api.call(
+        Method::DELETE,
+        "/api/v1/allowlists?network=nope",
+        Some(&admin),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "invalid_body");
+    api.call(
+        Method::DELETE,
+        "/api/v1/allowlists?net=10.0.0.0/8",
+        Some(&admin),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "invalid_query");
+    api.post(a, &viewer, json!({"network": "10.0.0.0/8"}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    for rules in [
+        "[policy\n",
+        "[policy]\nallowlist = [\"10.0.0.0/33\"]\n",
+        "[policy]\nthreshold_hosts = 3\n",
+        "[policy.threshold]\nhosts = 2\nwindow = \"soon\"\nbantime = \"1h\"\n",
+    ] {
+        let r = api
+            .call(
+                Method::PUT,
+                "/api/v1/policies/rules",
+                Some(&admin),
+                Some(json!({"rules": rules})),
+            )
+            .await;
+        r.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy");
+    }
+    api.call(
+        Method::PUT,
+        "/api/v1/policies/rules",
+        Some(&admin),
+        Some(json!({"toml": ""})),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "invalid_body");
+    api.call(
+        Method::PUT,
+        "/api/v1/policies/rules",
+        Some(&viewer),
+        Some(json!({"rules": ""})),
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    for (path, body, status, code) in [
+        (
+            "/api/v1/policies/jails/web/sshd",
+            json!({"maxretry": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+        ),
+        (
+            "/api/v1/policies/jails/web/sshd",
+            json!({"maxretry": 2147483648u64}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+        ),
+        (
+            "/api/v1/policies/jails/web/sshd",
+            json!({"findtime": "soon"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+        ),
+        (
+            "/api/v1/policies/jails/web/sshd",
+            json!({"bantime": "0s"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+        ),
+        (
+            "/api/v1/policies/jails/web/sshd",
+            json!({"bantime": "20000d"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+        ),
+        (
+            "/api/v1/policies/jails/a!b/sshd",
+            json!({}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+        ),
+        (
+            "/api/v1/policies/jails/web/ssh!d",
+            json!({}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+        ),
+        (
+            "/api/v1/policies/jails/web/sshd",
+            json!({"retries": 3}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "/api/v1/policies/jails/web/sshd",
+            json!({"maxretry": "three"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "/api/v1/policies/jails/web/sshd",
+            json!({"maxretry": -1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+    ] {
+        api.call(Method::PUT, path, Some(&admin), Some(body))
+            .await
+            .assert_error(status, code);
+    }
+    api.call(
+        Method::PUT,
+        "/api/v1/policies/jails/web/sshd",
+        Some(&viewer),
+        Some(json!({})),
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    for body in [
+        json!({"uses": 0}),
+        json!({"uses": 10001}),
+        json!({"ttl": "forever"}),
+        json!({"ttl": "90d"}),
+        json!({"group": "a b"}),
+        json!({"secret": "mine"}),
+    ] {
+        api.post("/api/v1/enrollment-tokens", &admin, body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_body");
+    }
+    api.post("/api/v1/agents/nobody/revoke", &admin, json!({}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    // Names no agent or rule can have are not looked up (Postgres refuses NUL).
+    api.post("/api/v1/agents/a%00b/revoke", &admin, json!({}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    api.call(
+        Method::DELETE,
+        "/api/v1/policies/jails/web/a%00b",
+        Some(&admin),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
+    api.call(
+        Method::PUT,
+        "/api/v1/policies/rules",
+        Some(&admin),
+        Some(json!({"rules": "# \u{0}\n"})),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy");
+    assert_eq!(
+        api.service.fleet_rules().await.expect("rules"),
+        rules_before
+    );
+    assert_eq!(
+        api.service.policy_version(),
+        version_before,
+        "no policy written"
+    );
+    assert!(api.service.jail_rules().await.expect("jails").is_empty());
+    assert!(api
+        .store
+        .tokens()
+        .await
+        .expect("enrollment tokens")
+        .is_empty());
 }
 
 on_both!(

@@ -7,9 +7,10 @@ use std::fmt;
 pub enum Role {
     /// Everything, including users, tokens, bouncer keys and the audit log.
     Admin,
-    /// Reads everything but the audit log, and bans and revokes.
+    /// Reads everything but the audit log, bans and revokes, and edits
+    /// policies, jails and allowlists.
     Operator,
-    /// Reads decisions, events, agents and stats.
+    /// Reads decisions, events, agents, stats, policies and feeds.
     Viewer,
 }
 
@@ -34,11 +35,19 @@ impl Role {
             Role::Admin => true,
             Role::Operator => !matches!(
                 scope,
-                Scope::AuditRead | Scope::UsersWrite | Scope::TokensWrite | Scope::BouncersWrite
+                Scope::AuditRead
+                    | Scope::UsersWrite
+                    | Scope::TokensWrite
+                    | Scope::BouncersWrite
+                    | Scope::AgentsWrite
             ),
             Role::Viewer => matches!(
                 scope,
-                Scope::DecisionsRead | Scope::EventsRead | Scope::AgentsRead | Scope::StatsRead
+                Scope::DecisionsRead
+                    | Scope::EventsRead
+                    | Scope::AgentsRead
+                    | Scope::StatsRead
+                    | Scope::PoliciesRead
             ),
         }
     }
@@ -58,6 +67,11 @@ pub enum Scope {
     DecisionsWrite,
     EventsRead,
     AgentsRead,
+    /// Revoking agents and creating enrollment tokens.
+    AgentsWrite,
+    /// Correlation rules, jail rules, allowlists and feeds.
+    PoliciesRead,
+    PoliciesWrite,
     StatsRead,
     AuditRead,
     UsersWrite,
@@ -66,11 +80,14 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 9] = [
+    pub const ALL: [Scope; 12] = [
         Scope::DecisionsRead,
         Scope::DecisionsWrite,
         Scope::EventsRead,
         Scope::AgentsRead,
+        Scope::AgentsWrite,
+        Scope::PoliciesRead,
+        Scope::PoliciesWrite,
         Scope::StatsRead,
         Scope::AuditRead,
         Scope::UsersWrite,
@@ -84,6 +101,9 @@ impl Scope {
             Scope::DecisionsWrite => "decisions:write",
             Scope::EventsRead => "events:read",
             Scope::AgentsRead => "agents:read",
+            Scope::AgentsWrite => "agents:write",
+            Scope::PoliciesRead => "policies:read",
+            Scope::PoliciesWrite => "policies:write",
             Scope::StatsRead => "stats:read",
             Scope::AuditRead => "audit:read",
             Scope::UsersWrite => "users:write",
@@ -173,5 +193,9 @@ mod tests {
         assert!(Role::Operator.grants(Scope::DecisionsWrite));
         assert!(!Role::Operator.grants(Scope::AuditRead));
         assert!(!Role::Operator.grants(Scope::UsersWrite));
+        assert!(Role::Operator.grants(Scope::PoliciesWrite));
+        assert!(!Role::Operator.grants(Scope::AgentsWrite));
+        assert!(Role::Viewer.grants(Scope::PoliciesRead));
+        assert!(!Role::Viewer.grants(Scope::PoliciesWrite));
     }
 }

@@ -12,7 +12,9 @@ use axum::Router;
 use chrono::{DateTime, TimeZone, Utc};
 use fleetban_server::auth::{Accounts, AuthConfig, Role};
 use fleetban_server::http::api::ApiState;
+use fleetban_server::identity::Authority;
 use fleetban_server::metrics::Metrics;
+use fleetban_server::service::identity::Identities;
 use fleetban_server::service::{Clock, Service};
 use fleetban_server::store::{self, Store};
 use http_body_util::BodyExt;
@@ -47,6 +49,9 @@ pub struct Api {
     pub accounts: Arc<Accounts>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<TestClock>,
+    pub identities: Arc<Identities>,
+    /// The fleet CA `identities` signs agent certificates with.
+    pub ca: Arc<Authority>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -125,9 +130,20 @@ impl Api {
             .await
             .expect("service"),
         );
+        // A fleet CA, so enrollment tokens can be made as on a TLS server.
+        let ca = Arc::new(
+            Authority::load(&Authority::generate().expect("generate CA")).expect("load CA"),
+        );
+        let identities = Arc::new(
+            Identities::new(store.clone(), clock.clone(), Some(ca.clone()))
+                .await
+                .expect("identities"),
+        );
         let state = Arc::new(ApiState {
             service: service.clone(),
             accounts: accounts.clone(),
+            identities: identities.clone(),
+            feeds: Arc::new(Vec::new()),
         });
         let router = fleetban_server::http::router(service.clone(), state);
         Some(Api {
@@ -136,6 +152,8 @@ impl Api {
             accounts,
             store,
             clock,
+            identities,
+            ca,
             _dir: dir,
         })
     }

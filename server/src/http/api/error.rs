@@ -23,7 +23,8 @@ pub struct ErrorDetail {
     /// `invalid_query`, `invalid_parameter`, `unsupported_media_type`,
     /// `payload_too_large`, `unauthenticated`, `bad_credentials`,
     /// `token_expired`, `invalid_token`, `forbidden`, `not_found`,
-    /// `method_not_allowed`, `conflict`, `refused_by_policy`, `throttled`,
+    /// `method_not_allowed`, `conflict`, `refused_by_policy`,
+    /// `invalid_policy`, `throttled`,
     /// `internal`, `unavailable`.
     pub code: String,
     /// For people; may change between versions.

@@ -1,16 +1,21 @@
 //! The REST API under `/api/v1`: decisions, events, IP lookup, agents,
-//! audit log, stats, live stream, users, tokens and bouncer keys, with its
-//! OpenAPI description. Handlers are thin: they check who asks, parse, and
+//! agent revocation and enrollment tokens, policies, jails, allowlists,
+//! feeds, audit log, stats, live stream, users, tokens and bouncer keys,
+//! with its OpenAPI description. Handlers are thin: they check who asks, parse, and
 //! call the service, the accounts and the store.
 
+pub mod agents;
+pub mod allowlists;
 pub mod auth;
 pub mod cursor;
 pub mod decisions;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod feeds;
 pub mod fleet;
 pub mod openapi;
+pub mod policies;
 pub mod stream;
 pub mod views;
 
@@ -18,10 +23,12 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::auth::Accounts;
+use crate::feeds::FeedConfig;
+use crate::service::identity::Identities;
 use crate::service::Service;
 use error::ApiError;
 
@@ -37,6 +44,10 @@ pub const DEFAULT_PAGE: u32 = 100;
 pub struct ApiState {
     pub service: Arc<Service>,
     pub accounts: Arc<Accounts>,
+    /// Agent identities: revoking through it ends the agent's open stream.
+    pub identities: Arc<Identities>,
+    /// The feeds this server imports, as configured.
+    pub feeds: Arc<Vec<FeedConfig>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -67,6 +78,27 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/ips/{ip}", get(events::lookup))
         .route("/agents", get(fleet::agents))
         .route("/agents/{id}", get(fleet::agent))
+        .route("/agents/{id}/revoke", post(agents::revoke))
+        .route(
+            "/enrollment-tokens",
+            get(agents::list_tokens).post(agents::create_token),
+        )
+        .route(
+            "/policies/rules",
+            get(policies::get_rules).put(policies::put_rules),
+        )
+        .route("/policies/jails", get(policies::list_jails))
+        .route(
+            "/policies/jails/{group}/{jail}",
+            put(policies::put_jail).delete(policies::delete_jail),
+        )
+        .route(
+            "/allowlists",
+            get(allowlists::list)
+                .post(allowlists::add)
+                .delete(allowlists::remove),
+        )
+        .route("/feeds", get(feeds::list))
         .route("/audit", get(fleet::audit))
         .route("/stats", get(fleet::stats))
         .route("/stream", get(stream::stream))

@@ -6,7 +6,7 @@ use axum::response::{Html, IntoResponse};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, decisions, events, fleet, stream};
+use super::{agents, allowlists, auth, decisions, events, feeds, fleet, policies, stream};
 
 struct Security;
 
@@ -97,7 +97,7 @@ impl Modify for Security {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "fleetban API", description = "The REST API of the fleetban server: decisions, events, agents, audit log, stats and live updates; CrowdSec bouncer compatibility under /v1."),
+    info(title = "fleetban API", description = "The REST API of the fleetban server: decisions, events, agents and enrollment tokens, policies, jails, allowlists, feeds, audit log, stats and live updates; CrowdSec bouncer compatibility under /v1."),
     paths(
         auth::login, auth::refresh, auth::logout, auth::me,
         auth::list_users, auth::create_user, auth::update_user, auth::disable_user,
@@ -107,6 +107,11 @@ impl Modify for Security {
         decisions::bulk, decisions::export,
         events::list, events::aggregate, events::lookup,
         fleet::agents, fleet::agent, fleet::audit, fleet::stats,
+        agents::revoke, agents::list_tokens, agents::create_token,
+        policies::get_rules, policies::put_rules, policies::list_jails,
+        policies::put_jail, policies::delete_jail,
+        allowlists::list, allowlists::add, allowlists::remove,
+        feeds::list,
         stream::stream,
         crate::http::crowdsec::stream, crate::http::crowdsec::decisions,
     ),
