@@ -86,6 +86,20 @@ async fn connect(
         Some(m) if matches!(m.msg, Some(ServerMsg::Welcome(_))) => {}
         other => bail!("agent {index}: expected a welcome, got {other:?}"),
     }
+    // A new agent gets the block list first: wait for its last chunk, so
+    // the measured bans arrive as deltas.
+    loop {
+        match inbound.message().await? {
+            Some(m) => {
+                if let Some(ServerMsg::Snapshot(s)) = m.msg {
+                    if s.last {
+                        break;
+                    }
+                }
+            }
+            None => bail!("agent {index}: the stream ended before the snapshot"),
+        }
+    }
     tokio::spawn(async move {
         while let Ok(Some(m)) = inbound.message().await {
             let at = Instant::now();
@@ -392,20 +406,31 @@ fn main() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let (server, grpc) = start_server(&db_url, dir.path())?;
         println!("server: pid {}, gRPC {grpc}, Postgres", server.0.id());
-        propagation(&grpc, env_usize("FLEETBAN_BENCH_AGENTS", 1_000)).await?;
-        ingest(
-            &grpc,
-            &db_url,
-            env_usize("FLEETBAN_BENCH_EVENTS", 1_000_000),
-        )
-        .await?;
-        streams(
-            &grpc,
-            server.0.id(),
-            env_usize("FLEETBAN_BENCH_STREAMS", 10_000),
-        )
-        .await?;
+        let result = async {
+            propagation(&grpc, env_usize("FLEETBAN_BENCH_AGENTS", 1_000)).await?;
+            ingest(
+                &grpc,
+                &db_url,
+                env_usize("FLEETBAN_BENCH_EVENTS", 1_000_000),
+            )
+            .await?;
+            streams(
+                &grpc,
+                server.0.id(),
+                env_usize("FLEETBAN_BENCH_STREAMS", 10_000),
+            )
+            .await
+        }
+        .await;
+        if result.is_err() {
+            let log = std::fs::read_to_string(dir.path().join("server.err")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!("server log, last lines:");
+            for l in tail.iter().rev() {
+                eprintln!("  {l}");
+            }
+        }
         drop(server);
-        Ok(())
+        result
     })
 }
