@@ -347,6 +347,66 @@ fn acquire_lock() -> UnixListener {
     }
 }
 
+/// A TCP service listening in `B` on its link to `X` (`fleetban-netcheck
+/// listen`), stopped on drop.
+pub struct Service {
+    child: std::process::Child,
+    /// `address:port` it listens on.
+    pub addr: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Lab {
+    /// Starts a TCP service in `B`, reachable from `X`; panics if it cannot.
+    pub fn service_in_b(&self) -> Service {
+        use std::io::{BufRead, BufReader};
+        let mut child = self
+            .command(Host::B, crate::bins::bin("fleetban-netcheck"))
+            .args(["listen", &format!("{B_X_ADDR}:0"), "--for", "120"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start listener");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .expect("listening <addr>")
+            .to_owned();
+        Service { child, addr }
+    }
+
+    /// Whether a TCP connection from `from` (an address of `X`) to
+    /// `service` succeeds within 1.5 s.
+    pub fn connects(&self, service: &Service, from: &str) -> bool {
+        let out = self
+            .command(Host::X, crate::bins::bin("fleetban-netcheck"))
+            .args([
+                "connect",
+                &service.addr,
+                "--from",
+                from,
+                "--timeout",
+                "1500",
+            ])
+            .output()
+            .expect("run netcheck");
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!("netcheck failed: {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_lab_uplink;

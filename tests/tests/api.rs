@@ -7,14 +7,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{agent_config, server_addrs, wait_until, Proc};
 use fleetban_tests::bins::bin;
-use fleetban_tests::netns::{Host, Lab, B_X_ADDR, ROOT_B_ADDR, X_ADDRS};
+use fleetban_tests::netns::{Host, Lab, ROOT_B_ADDR, X_ADDRS};
 use fleetban_tests::pg;
 use fleetban_tests::privileges;
 
@@ -58,57 +58,6 @@ fn http(
 fn json_field(body: &str, key: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     v[key].clone()
-}
-
-struct Service {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn service_in_b(lab: &Lab) -> Service {
-    let mut child = lab
-        .command(Host::B, bin("fleetban-netcheck"))
-        .args(["listen", &format!("{B_X_ADDR}:0"), "--for", "120"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start listener");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening ")
-        .expect("listening <addr>")
-        .to_owned();
-    Service { child, addr }
-}
-
-fn connects(lab: &Lab, service: &Service, from: &str) -> bool {
-    let out = lab
-        .command(Host::X, bin("fleetban-netcheck"))
-        .args([
-            "connect",
-            &service.addr,
-            "--from",
-            from,
-            "--timeout",
-            "1500",
-        ])
-        .output()
-        .expect("run netcheck");
-    match out.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!("netcheck failed: {}", String::from_utf8_lossy(&out.stderr)),
-    }
 }
 
 fn server_cli(data_dir: &Path, args: &[&str], stdin: &str) -> String {
@@ -223,10 +172,10 @@ fn a_crowdsec_firewall_bouncer_enforces_fleetban_decisions() {
         Duration::from_secs(30),
     );
 
-    let service = service_in_b(&lab);
+    let service = lab.service_in_b();
     let (attacker, bystander) = (X_ADDRS[0].to_string(), X_ADDRS[1].to_string());
     assert!(
-        connects(&lab, &service, &attacker),
+        lab.connects(&service, &attacker),
         "before the ban the attacker connects"
     );
 
@@ -263,11 +212,11 @@ fn a_crowdsec_firewall_bouncer_enforces_fleetban_decisions() {
         bouncer.output()
     );
     assert!(
-        !connects(&lab, &service, &attacker),
+        !lab.connects(&service, &attacker),
         "the banned address is dropped"
     );
     assert!(
-        connects(&lab, &service, &bystander),
+        lab.connects(&service, &bystander),
         "another address still connects"
     );
 
@@ -287,7 +236,7 @@ fn a_crowdsec_firewall_bouncer_enforces_fleetban_decisions() {
         bouncer.output()
     );
     assert!(
-        connects(&lab, &service, &attacker),
+        lab.connects(&service, &attacker),
         "after the revocation the address connects"
     );
     bouncer.stop();
@@ -378,10 +327,10 @@ async fn a_ban_made_through_the_api_is_enforced_by_agents() {
     });
     agent.wait_for("connected to server", 1, Duration::from_secs(60));
 
-    let service = service_in_b(&lab);
+    let service = lab.service_in_b();
     let (attacker, bystander) = (X_ADDRS[0].to_string(), X_ADDRS[1].to_string());
     assert!(
-        connects(&lab, &service, &attacker),
+        lab.connects(&service, &attacker),
         "before the ban the attacker connects"
     );
 
@@ -405,11 +354,11 @@ async fn a_ban_made_through_the_api_is_enforced_by_agents() {
         agent.output()
     );
     assert!(
-        !connects(&lab, &service, &attacker),
+        !lab.connects(&service, &attacker),
         "the banned address is dropped"
     );
     assert!(
-        connects(&lab, &service, &bystander),
+        lab.connects(&service, &bystander),
         "another address still connects"
     );
 
@@ -429,7 +378,7 @@ async fn a_ban_made_through_the_api_is_enforced_by_agents() {
         agent.output()
     );
     assert!(
-        connects(&lab, &service, &attacker),
+        lab.connects(&service, &attacker),
         "after the revocation the address connects"
     );
 

@@ -9,68 +9,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{append, failed_login, wait_until, Proc};
 use fleetban_tests::bins::bin;
 use fleetban_tests::netns::{Host, Lab, B_X_ADDR, ROOT_B_ADDR, X_ADDRS};
 use fleetban_tests::privileges;
-
-/// A TCP service in namespace b, on its link to the attacker.
-struct Service {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn service_in_b(lab: &Lab) -> Service {
-    let mut child = lab
-        .command(Host::B, bin("fleetban-netcheck"))
-        .args(["listen", &format!("{B_X_ADDR}:0"), "--for", "300"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start listener");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening ")
-        .expect("listening <addr>")
-        .to_owned();
-    Service { child, addr }
-}
-
-/// Whether a TCP connection from `from` (an address of x) reaches the service.
-fn connects(lab: &Lab, service: &Service, from: &str) -> bool {
-    let out = lab
-        .command(Host::X, bin("fleetban-netcheck"))
-        .args([
-            "connect",
-            &service.addr,
-            "--from",
-            from,
-            "--timeout",
-            "1000",
-        ])
-        .output()
-        .expect("run netcheck");
-    match out.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!("netcheck failed: {}", String::from_utf8_lossy(&out.stderr)),
-    }
-}
 
 /// Whether one ping from `from` to b gets an answer.
 fn pings(lab: &Lab, from: &str) -> bool {
@@ -207,11 +153,11 @@ fn enforcement(backend: &str) {
     };
     let foreign_before = foreign();
 
-    let service = service_in_b(&lab);
+    let service = lab.service_in_b();
     let (attacker, bystander) = (X_ADDRS[0].to_string(), X_ADDRS[1].to_string());
     let mut agent = start_agent(&lab, dir.path(), &cfg);
     agent.wait_for("agent running", 1, Duration::from_secs(60));
-    assert!(connects(&lab, &service, &attacker));
+    assert!(lab.connects(&service, &attacker));
     assert!(pings(&lab, &attacker));
 
     // A jail's ban: TCP and ICMP from the attacker are dropped, not the rest.
@@ -227,12 +173,12 @@ fn enforcement(backend: &str) {
         Duration::from_secs(10),
     );
     assert!(
-        !connects(&lab, &service, &attacker),
+        !lab.connects(&service, &attacker),
         "{}",
         held(&lab, backend)
     );
     assert!(!pings(&lab, &attacker));
-    assert!(connects(&lab, &service, &bystander));
+    assert!(lab.connects(&service, &bystander));
     assert!(pings(&lab, &bystander));
 
     // An element deleted by hand is restored by reconciliation.
@@ -247,7 +193,7 @@ fn enforcement(backend: &str) {
         Duration::from_secs(10),
     );
     assert!(held(&lab, backend).contains(&attacker));
-    assert!(!connects(&lab, &service, &attacker));
+    assert!(!lab.connects(&service, &attacker));
     let status = cli_ok(&lab, &cfg, &["firewall", "status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
     assert_eq!(status["backend"], backend);
@@ -269,11 +215,10 @@ fn enforcement(backend: &str) {
     assert!(out.contains("banned 198.19.0.8/29"), "{out}");
     assert!(wait_until(Duration::from_secs(5), || held(&lab, backend)
         .contains("198.19.0.8")));
-    assert!(!connects(&lab, &service, &bystander));
+    assert!(!lab.connects(&service, &bystander));
     assert!(
-        wait_until(Duration::from_secs(15), || connects(
-            &lab, &service, &bystander
-        )),
+        wait_until(Duration::from_secs(15), || lab
+            .connects(&service, &bystander)),
         "the prefix ban did not expire\n{}",
         held(&lab, backend)
     );
@@ -281,18 +226,15 @@ fn enforcement(backend: &str) {
     // Unban by hand lifts the jail's ban.
     let out = cli_ok(&lab, &cfg, &["unban", &attacker]);
     assert!(out.contains("unbanned"), "{out}");
-    assert!(wait_until(Duration::from_secs(5), || connects(
-        &lab, &service, &attacker
-    )));
+    assert!(wait_until(Duration::from_secs(5), || lab.connects(&service, &attacker)));
     let again = cli_err(Some(&lab), &cfg, &["unban", &attacker]);
     assert!(again.contains("not banned by this agent"), "{again}");
 
     // A manual ban survives a restart and a reboot-like loss of the kernel
     // state, and is enforced before the server is reached.
     cli_ok(&lab, &cfg, &["ban", &attacker, "--for", "1h"]);
-    assert!(wait_until(Duration::from_secs(5), || !connects(
-        &lab, &service, &attacker
-    )));
+    assert!(wait_until(Duration::from_secs(5), || !lab
+        .connects(&service, &attacker)));
     agent.stop();
     // With the agent stopped, status reads the kernel directly.
     let out = cli_ok(&lab, &cfg, &["firewall", "status"]);
@@ -303,7 +245,7 @@ fn enforcement(backend: &str) {
     let out = cli_ok(&lab, &cfg, &["firewall", "flush"]);
     assert!(out.contains("no running agent"), "{out}");
     assert!(!held(&lab, backend).contains(&attacker));
-    assert!(connects(&lab, &service, &attacker));
+    assert!(lab.connects(&service, &attacker));
     // A server that is not there: the agent must not wait for it.
     let cfg = config(dir.path(), backend, &log, Some(&format!("{ROOT_B_ADDR}:9")));
     let mut agent = start_agent(&lab, dir.path(), &cfg);
@@ -313,7 +255,7 @@ fn enforcement(backend: &str) {
     assert!(output[ready..].contains("restored=1"), "{output}");
     let down = output.find("server link down").expect("link down");
     assert!(ready < down);
-    assert!(!connects(&lab, &service, &attacker));
+    assert!(!lab.connects(&service, &attacker));
 
     // Flush through the running agent removes everything fleetban added.
     let out = cli_ok(&lab, &cfg, &["firewall", "flush"]);
@@ -324,7 +266,7 @@ fn enforcement(backend: &str) {
         "nft list ruleset; ipset list -n; iptables -S",
     );
     assert!(!after.contains("fleetban"), "{after}");
-    assert!(connects(&lab, &service, &attacker));
+    assert!(lab.connects(&service, &attacker));
     assert_eq!(
         foreign(),
         foreign_before,

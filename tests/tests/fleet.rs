@@ -5,68 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::{agent_config, append, failed_login, server_addrs, wait_until, Proc};
 use fleetban_tests::bins::bin;
-use fleetban_tests::netns::{Host, Lab, B_X_ADDR, ROOT_A_ADDR, X_ADDRS};
+use fleetban_tests::netns::{Host, Lab, ROOT_A_ADDR, X_ADDRS};
 use fleetban_tests::{pg, privileges};
 use sqlx::Row;
-
-/// A TCP service in namespace b, on its link to the attacker.
-struct Service {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn service_in_b(lab: &Lab) -> Service {
-    let mut child = lab
-        .command(Host::B, bin("fleetban-netcheck"))
-        .args(["listen", &format!("{B_X_ADDR}:0"), "--for", "300"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start listener");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening ")
-        .expect("listening <addr>")
-        .to_owned();
-    Service { child, addr }
-}
-
-/// Whether a TCP connection from `from` (an address of x) reaches the service.
-fn connects(lab: &Lab, service: &Service, from: &str) -> bool {
-    let out = lab
-        .command(Host::X, bin("fleetban-netcheck"))
-        .args([
-            "connect",
-            &service.addr,
-            "--from",
-            from,
-            "--timeout",
-            "1500",
-        ])
-        .output()
-        .expect("run netcheck");
-    match out.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!("netcheck failed: {}", String::from_utf8_lossy(&out.stderr)),
-    }
-}
 
 fn banned_in(lab: &Lab, host: Host, ip: &str) -> bool {
     lab.nft_list_ruleset(host).contains(ip)
@@ -115,10 +60,10 @@ async fn a_ban_on_one_agent_is_enforced_on_every_agent() {
     a.wait_for("connected to server", 1, Duration::from_secs(60));
     b.wait_for("connected to server", 1, Duration::from_secs(60));
 
-    let service = service_in_b(&lab);
+    let service = lab.service_in_b();
     let (attacker, bystander) = (X_ADDRS[0].to_string(), X_ADDRS[1].to_string());
     assert!(
-        connects(&lab, &service, &attacker),
+        lab.connects(&service, &attacker),
         "before any ban the attacker's address connects"
     );
 
@@ -160,11 +105,11 @@ async fn a_ban_on_one_agent_is_enforced_on_every_agent() {
 
     // B's kernel drops the attacker and lets the bystander through.
     assert!(
-        !connects(&lab, &service, &attacker),
+        !lab.connects(&service, &attacker),
         "the banned address still reaches B"
     );
     assert!(
-        connects(&lab, &service, &bystander),
+        lab.connects(&service, &bystander),
         "an address never banned must still reach B"
     );
 
