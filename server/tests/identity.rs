@@ -30,6 +30,7 @@ struct Fleet {
     addr: std::net::SocketAddr,
     ca_pem: String,
     ids: Arc<Identities>,
+    store: Arc<dyn fleetban_server::store::Store>,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -46,7 +47,7 @@ async fn fleet() -> Fleet {
     );
     let service = Arc::new(
         Service::new(
-            store,
+            store.clone(),
             Arc::new(SystemClock),
             Arc::new(Metrics::new()),
             &Default::default(),
@@ -74,6 +75,7 @@ async fn fleet() -> Fleet {
         addr,
         ca_pem: ca.cert_pem().to_owned(),
         ids,
+        store,
         stop,
         _dir: dir,
     }
@@ -105,9 +107,14 @@ async fn channel(f: &Fleet, identity: Option<(&str, &str)>) -> Result<Channel, S
 
 /// Enrolls `agent` with a new token: `(certificate, key)`.
 async fn enroll(f: &Fleet, agent: &str) -> (String, String) {
+    enroll_in(f, agent, None).await
+}
+
+/// Enrolls `agent` with a new token for `group`: `(certificate, key)`.
+async fn enroll_in(f: &Fleet, agent: &str, group: Option<&str>) -> (String, String) {
     let token = f
         .ids
-        .create_token(chrono::Duration::hours(1), 1, None)
+        .create_token(chrono::Duration::hours(1), 1, group.map(str::to_owned))
         .await
         .expect("token");
     let (csr_pem, key) = csr();
@@ -314,5 +321,37 @@ async fn a_revoked_agent_is_cut_off_at_once_and_refused_after() {
         }
     }
     assert!(acked, "the other agent's batch is acknowledged");
+    f.stop.cancel();
+}
+
+#[tokio::test]
+async fn an_agent_gets_the_group_it_was_enrolled_in() {
+    let f = fleet().await;
+    let (cert, key) = enroll_in(&f, "web-9", Some("web")).await;
+    let ch = channel(&f, Some((&cert, &key))).await.expect("channel");
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(AgentMessage {
+        msg: Some(AgentMsg::Hello(Hello {
+            agent_id: "web-9".into(),
+            hostname: "web-9".into(),
+            version: "test".into(),
+            group: "db".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("hello");
+    let mut s = AgentServiceClient::new(ch)
+        .connect(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    next(&mut s).await.expect("ok").expect("welcome");
+    let agents = f.store.agents().await.expect("agents");
+    let me = agents
+        .iter()
+        .find(|a| a.info.id == "web-9")
+        .expect("recorded");
+    assert_eq!(me.info.group, "web", "the Hello's group does not win");
     f.stop.cancel();
 }
