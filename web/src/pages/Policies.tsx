@@ -208,8 +208,11 @@ function Summary({ structured }: { structured: Table }) {
         <h3>Fleet threshold</h3>
         {threshold ? (
           <p>
-            Ban fleet-wide when an address fails on {show(threshold.hosts)} hosts or {show(threshold.failures)} times within {show(threshold.window)}, for{" "}
-            {show(threshold.bantime)}.
+            Ban fleet-wide when an address{" "}
+            {[Number(threshold.hosts) > 0 && `fails on ${show(threshold.hosts)} hosts`, Number(threshold.failures) > 0 && `fails ${show(threshold.failures)} times`]
+              .filter(Boolean)
+              .join(" or ") || "fails"}{" "}
+            within {show(threshold.window)}, for {show(threshold.bantime)}.
           </p>
         ) : (
           <p class="muted">Off: only local bans and manual decisions.</p>
