@@ -359,8 +359,8 @@ describe("fleetban console", { skip }, () => {
     await eventually(async () => {
       await page.reload();
       await soc.waitFor({ timeout: 2000 });
-      assert.match(await soc.textContent(), /\bok\b/);
-      assert.match(await gone.textContent(), /failing/);
+      assert.equal(await soc.locator(".badge").textContent(), "ok");
+      assert.equal(await gone.locator(".badge").textContent(), "failing");
     });
     const cells = await soc.locator("td").allTextContents();
     assert.equal(cells[7], "2", `entries: ${cells}`);
@@ -408,7 +408,7 @@ describe("fleetban console", { skip }, () => {
     await signIn(page, base, credentials("FLEETBAN_CONSOLE_ADMIN"));
     // The overview names the propagation delay as time.
     assert.match(await page.getByTestId("agents-lag").textContent(), /propagation delay/);
-    await page.getByRole("link", { name: "Agents" }).click();
+    await page.getByRole("link", { name: "Agents", exact: true }).click();
     const a = page.locator('tr[data-agent="host-a"]');
     await a.waitFor();
     // Each agent reports what its firewall enforces.
