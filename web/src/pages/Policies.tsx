@@ -291,7 +291,9 @@ function CorrelationRules({ canWrite }: { canWrite: boolean }) {
         }}
       >
         <label>
-          Rules (the <code>[policy]</code> section, TOML; allowlists are edited on their own page too)
+          <span>
+            Rules (the <code>[policy]</code> section, TOML; allowlists are edited on their own page too)
+          </span>
           <textarea
             name="rules"
             rows={12}
