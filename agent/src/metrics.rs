@@ -210,3 +210,19 @@ pub async fn serve(
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_of_every_kind_adds_up() {
+        let m = FirewallMetrics::default();
+        assert_eq!(m.drift_total(), 0);
+        m.drifted("missing", 2);
+        m.drifted("extra", 1);
+        m.drifted("timeout", 4);
+        m.drifted("structure", 1);
+        assert_eq!(m.drift_total(), 8);
+    }
+}
