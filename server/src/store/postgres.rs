@@ -390,12 +390,18 @@ impl Store for PgStore {
 
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         // The oldest decision an agent has yet to apply is the one right
-        // after its applied version (versions are unique and indexed).
+        // after its applied version (versions are unique and indexed). It
+        // is looked up once per distinct applied version, not per agent:
+        // 10,000 agents cost at most as many index probes as versions
+        // they are spread over (docs/benchmarks.md).
         let rows = sqlx::query(
-            "SELECT id, hostname, version, jails, first_seen, last_seen, applied_version, agent_group, \
-             enforced, drift_total, firewall_backend, \
-             (SELECT d.created_at FROM decisions d WHERE d.version > agents.applied_version ORDER BY d.version LIMIT 1) AS behind_since \
-             FROM agents ORDER BY id",
+            "WITH v AS MATERIALIZED (SELECT DISTINCT applied_version FROM agents), \
+             b AS MATERIALIZED (SELECT v.applied_version, \
+                 (SELECT d.created_at FROM decisions d WHERE d.version > v.applied_version ORDER BY d.version LIMIT 1) AS behind_since \
+                 FROM v) \
+             SELECT a.id, a.hostname, a.version, a.jails, a.first_seen, a.last_seen, a.applied_version, a.agent_group, \
+             a.enforced, a.drift_total, a.firewall_backend, b.behind_since \
+             FROM agents a JOIN b ON b.applied_version = a.applied_version ORDER BY a.id",
         )
         .fetch_all(&self.pool)
         .await?;
