@@ -387,13 +387,23 @@ impl Session {
                 }
             }
             Some(AgentMsg::Applied(a)) => self.seen(Some(a.version)).await,
-            Some(AgentMsg::Heartbeat(_)) => self.seen(None).await,
+            Some(AgentMsg::Heartbeat(h)) => match h.firewall {
+                Some(f) => self.firewall(convert::firewall(&f)).await,
+                None => self.seen(None).await,
+            },
             Some(AgentMsg::Hello(_)) => Err(self
                 .fail(ServiceError::Invalid(
                     "Hello may only be sent once per stream".into(),
                 ))
                 .await),
             None => Ok(()),
+        }
+    }
+
+    async fn firewall(&self, state: crate::store::FirewallState) -> Result<(), Closed> {
+        match self.service.agent_firewall(&self.agent_id, &state).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e).await),
         }
     }
 
