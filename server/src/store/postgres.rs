@@ -656,6 +656,15 @@ impl Store for PgStore {
         let creator = feed_creator(feed);
         let mut tx = self.pool.begin().await?;
         lock(&mut tx, &creator).await?;
+        let removed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM feeds WHERE name = $1 AND removed_at IS NOT NULL)",
+        )
+        .bind(feed)
+        .fetch_one(&mut *tx)
+        .await?;
+        if removed {
+            return Err(StoreError::NotFound(format!("feed {feed:?}")));
+        }
         let rows = sqlx::query(&format!(
             "SELECT {DECISION_COLUMNS} FROM decisions d WHERE kind = 'ban' AND creator = $2
                AND (expires_at IS NULL OR expires_at > $1)
@@ -875,4 +884,5 @@ impl Store for PgStore {
     }
 }
 
+mod feeds;
 mod identity;

@@ -536,6 +536,15 @@ impl Store for SqliteStore {
         plan: PlanFeed<'_>,
     ) -> Result<Vec<Decision>, StoreError> {
         let creator = feed_creator(feed);
+        let removed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM feeds WHERE name = ?1 AND removed_at IS NOT NULL)",
+        )
+        .bind(feed)
+        .fetch_one(&self.pool)
+        .await?;
+        if removed {
+            return Err(StoreError::NotFound(format!("feed {feed:?}")));
+        }
         let current: Vec<Decision> = self
             .active_bans(now)
             .await?
@@ -717,4 +726,5 @@ impl Store for SqliteStore {
     }
 }
 
+mod feeds;
 mod identity;
