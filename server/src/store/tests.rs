@@ -1075,6 +1075,7 @@ store_suite!(
     tokens_are_used_up_and_expire,
     revoked_tokens_enroll_no_more,
     feeds_are_added_and_removed_with_their_bans,
+    a_removed_feed_gets_no_status,
     revoked_agents_may_enroll_again,
     users_sessions_and_tokens,
     audit_log_and_secrets,

@@ -112,3 +112,28 @@ pub(crate) async fn feeds_are_added_and_removed_with_their_bans(s: Arc<dyn Store
         1
     );
 }
+
+pub(crate) async fn a_removed_feed_gets_no_status(s: Arc<dyn Store>) {
+    let web = stored("web", FeedSource::Url("https://lists.example/x.txt".into()));
+    s.add_feed(&web).await.expect("add");
+    s.remove_feed("web", "user:ada", t(1))
+        .await
+        .expect("remove");
+    let status = FeedStatus {
+        name: "web".into(),
+        last_attempt: t(2),
+        last_success: None,
+        entries: 0,
+        invalid_lines: 0,
+        last_error: "unreachable".into(),
+    };
+    s.put_feed_status(&status).await.expect("status");
+    assert!(s.feed_statuses().await.expect("statuses").is_empty());
+    s.put_feed_status(&FeedStatus {
+        name: "file".into(),
+        ..status
+    })
+    .await
+    .expect("status");
+    assert_eq!(s.feed_statuses().await.expect("statuses").len(), 1);
+}
