@@ -218,12 +218,20 @@ pub enum FetchError {
 pub async fn fetch(client: &reqwest::Client, source: &FeedSource) -> Result<String, FetchError> {
     let bytes = match source {
         FeedSource::File(path) => {
-            tokio::fs::read(path)
+            use tokio::io::AsyncReadExt;
+            let err = |source| FetchError::File {
+                path: path.clone(),
+                source,
+            };
+            // Read at most one byte past the limit, so that a huge file (or
+            // a device such as /dev/zero) is refused without being read.
+            let file = tokio::fs::File::open(path).await.map_err(err)?;
+            let mut bytes = Vec::new();
+            file.take(MAX_FEED_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
                 .await
-                .map_err(|source| FetchError::File {
-                    path: path.clone(),
-                    source,
-                })?
+                .map_err(err)?;
+            bytes
         }
         FeedSource::Url(url) => {
             let http = |e: reqwest::Error| FetchError::Http {
