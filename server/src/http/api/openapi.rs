@@ -45,6 +45,7 @@ impl Modify for CommonErrors {
                 &mut item.post,
                 &mut item.delete,
                 &mut item.put,
+                &mut item.patch,
             ]
             .into_iter()
             .flatten()
