@@ -9,6 +9,7 @@ mod common;
 use axum::http::{Method, StatusCode};
 use common::Api;
 use fleetban_server::auth::Role;
+use fleetban_server::store::FeedStatus;
 use serde_json::{json, Value};
 
 async fn feed_bans(api: &Api, feed: &str) -> Vec<String> {
@@ -201,6 +202,28 @@ async fn bad_feeds_are_refused_and_nothing_written(api: Api) {
     }
     assert!(api.service.stored_feeds().await.expect("feeds").is_empty());
     assert_eq!(api.get("/api/v1/feeds", &op).await.json(), json!([]));
+
+    // A name another replica's configuration file uses is taken.
+    api.store
+        .put_feed_status(&FeedStatus {
+            name: "elsewhere".into(),
+            last_attempt: common::t0(),
+            last_success: Some(common::t0()),
+            entries: 1,
+            invalid_lines: 0,
+            last_error: String::new(),
+        })
+        .await
+        .expect("status");
+    let r = api
+        .post(
+            "/api/v1/feeds",
+            &op,
+            json!({"name": "elsewhere", "path": "/l.txt"}),
+        )
+        .await;
+    r.assert_error(StatusCode::CONFLICT, "conflict");
+    assert!(api.service.stored_feeds().await.expect("feeds").is_empty());
 }
 
 async fn allowlist_entries_carry_comments(api: Api) {

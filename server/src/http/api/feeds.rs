@@ -221,7 +221,8 @@ pub fn checked(req: &NewFeed) -> Result<FeedConfig, ApiError> {
 
 /// Add a feed (needs `policies:write`): every server imports it from now
 /// on, this one at once, other replicas within 15 seconds, one import at a
-/// time. Its name must be free, also of the configuration file's feeds.
+/// time. Its name must be free, also of the configuration files' feeds
+/// (this server's, and those another replica has imported).
 #[utoipa::path(post, path = "/api/v1/feeds", tag = "policies", security(("bearer" = [])),
     request_body = NewFeed,
     responses((status = 201, body = FeedView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -239,6 +240,29 @@ pub async fn create(
             "conflict",
             format!(
                 "feed {:?} already exists in the server's configuration file",
+                cfg.name
+            ),
+        ));
+    }
+    // A status without a stored feed is a feed of another replica's file.
+    if state
+        .service
+        .feed_statuses()
+        .await?
+        .iter()
+        .any(|s| s.name == cfg.name)
+        && !state
+            .service
+            .stored_feeds()
+            .await?
+            .iter()
+            .any(|f| f.name == cfg.name)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "feed {:?} already exists in another server's configuration file",
                 cfg.name
             ),
         ));
