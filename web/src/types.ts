@@ -74,6 +74,7 @@ export interface EnrollmentToken {
   expires_at: string;
   max_uses: number;
   uses: number;
+  revoked_at: string | null;
 }
 
 export interface CreatedEnrollmentToken {
@@ -100,9 +101,14 @@ export interface Rules {
   policy_version: number;
 }
 
+export interface AllowlistItem {
+  network: string;
+  comment: string | null;
+}
+
 export interface Allowlists {
-  global: string[];
-  groups: Record<string, string[]>;
+  global: AllowlistItem[];
+  groups: Record<string, AllowlistItem[]>;
   policy_version: number;
 }
 
@@ -112,6 +118,8 @@ export interface Feed {
   interval_seconds: number | null;
   bantime_seconds: number | null;
   configured: boolean;
+  added_by: string | null;
+  added_at: string | null;
   status: {
     last_attempt: string;
     last_success: string | null;

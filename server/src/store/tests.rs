@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::*;
 
+mod feeds;
 mod identity;
+use feeds::*;
 use identity::*;
 
 fn t(s: i64) -> DateTime<Utc> {
@@ -1071,6 +1073,9 @@ store_suite!(
     facts_for_correlation,
     one_certificate_authority,
     tokens_are_used_up_and_expire,
+    revoked_tokens_enroll_no_more,
+    feeds_are_added_and_removed_with_their_bans,
+    a_removed_feed_gets_no_status,
     revoked_agents_may_enroll_again,
     users_sessions_and_tokens,
     audit_log_and_secrets,
