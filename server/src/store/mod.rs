@@ -7,6 +7,7 @@ pub mod api;
 pub mod identity;
 mod postgres;
 mod postgres_api;
+mod rollup;
 mod sqlite;
 mod sqlite_api;
 
