@@ -28,7 +28,7 @@ CREATE TABLE event_minutes (
     shard   SMALLINT NOT NULL,
     n       BIGINT NOT NULL,
     PRIMARY KEY (minute, shard)
-);
+) WITH (fillfactor = 50); -- room on each page for the updates of its rows (HOT)
 
 -- Adds TG_ARGV[0] (1 or -1) times the rows of the transition table
 -- `changed`, in (minute, shard) order so that concurrent statements lock

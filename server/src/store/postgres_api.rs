@@ -755,3 +755,38 @@ impl ApiStore for PgStore {
         rollup::merge(parts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::network_key;
+
+    fn key(net: &str) -> Option<String> {
+        network_key(&net.parse().expect("net")).map(|n| n.to_string())
+    }
+
+    #[test]
+    fn prefixes_inside_one_network_use_its_key() {
+        assert_eq!(key("198.51.100.0/24").as_deref(), Some("198.51.100.0/24"));
+        assert_eq!(key("198.51.100.77/26").as_deref(), Some("198.51.100.0/24"));
+        assert_eq!(
+            key("2001:db8:1:2::/64").as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        assert_eq!(
+            key("2001:db8:1:2:ff::/80").as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+    }
+
+    #[test]
+    fn addresses_and_wider_prefixes_have_none() {
+        for net in [
+            "198.51.100.7/32",
+            "198.51.0.0/16",
+            "2001:db8::1/128",
+            "2001:db8::/48",
+        ] {
+            assert_eq!(key(net), None, "{net}");
+        }
+    }
+}
