@@ -87,7 +87,8 @@ CREATE TRIGGER events_count_update AFTER UPDATE ON events
 CREATE TRIGGER events_count_truncate AFTER TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION event_minutes_truncate();
 
--- The events already stored.
+-- The events already stored, in key order so that a range of minutes sits
+-- on few pages (as new minutes do, appended as they come).
 INSERT INTO event_minutes (minute, shard, n)
 SELECT floor(extract(epoch FROM occurred_at) / 60)::bigint, (hashtext(agent_id) & 7)::smallint, count(*)
-FROM events GROUP BY 1, 2;
+FROM events GROUP BY 1, 2 ORDER BY 1, 2;
