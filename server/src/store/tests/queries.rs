@@ -178,7 +178,7 @@ pub(crate) async fn prefix_events_newest_first(s: Arc<dyn Store>) {
     ] {
         let net: IpNet = prefix.parse().expect("prefix");
         let mut want: Vec<&NewEvent> = events.iter().filter(|e| net.contains(&e.ip)).collect();
-        want.sort_by(|a, b| (b.occurred_at, b.id).cmp(&(a.occurred_at, a.id)));
+        want.sort_by_key(|e| std::cmp::Reverse((e.occurred_at, e.id)));
         let want: Vec<Uuid> = want.iter().map(|e| e.id).collect();
         assert!(!want.is_empty(), "{prefix} has events");
         let f = EventFilter {
