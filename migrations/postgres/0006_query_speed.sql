@@ -1,6 +1,6 @@
--- REST API query speed (docs/benchmarks.md, REST API): events inside a
--- prefix read in index order, a per-minute count of events kept by the
--- database itself for the stats charts, and active bans of one origin.
+-- REST API query speed (docs/benchmarks.md, REST API): events of a /24 or
+-- /64 read in index order, and a per-minute count of events kept by the
+-- database itself for the stats charts.
 
 -- Writers wait until the rollup below is filled and its triggers are in
 -- place, so no event is counted twice or missed.
@@ -19,10 +19,10 @@ DROP INDEX events_time;
 
 -- Events per minute of occurred_at (minute = floor(Unix time / 60)), in 8
 -- shards per minute (shard = hashtext(agent_id) & 7) so that batches from
--- different agents do not queue on one row. Kept
--- exact by the statement triggers below: an insert counts only the rows it
--- stored (ON CONFLICT DO NOTHING skips duplicates), a delete (retention)
--- subtracts the rows it removed. Stats read these rows instead of events.
+-- different agents do not queue on one row. Kept exact by the statement
+-- triggers below: an insert counts only the rows it stored (ON CONFLICT DO
+-- NOTHING skips duplicates), a delete (retention) subtracts the rows it
+-- removed. Stats read these rows instead of events.
 CREATE TABLE event_minutes (
     minute  BIGINT NOT NULL,
     shard   SMALLINT NOT NULL,
