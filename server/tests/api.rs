@@ -854,6 +854,27 @@ async fn events_ips_agents_stats(api: Api) {
             .sum::<u64>(),
         5
     );
+    // A resent batch is stored and counted once; per-minute buckets agree.
+    api.service
+        .report("web-1", "", &evs, &[])
+        .await
+        .expect("resend");
+    let since = (now - Duration::hours(1)).to_rfc3339().replace('+', "%2B");
+    let stats = api
+        .get(
+            &format!("/api/v1/stats?series=events&step=1m&since={since}&until={until}"),
+            &viewer,
+        )
+        .await
+        .json();
+    let counts: Vec<u64> = stats["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| b["count"].as_u64().expect("n"))
+        .filter(|n| *n > 0)
+        .collect();
+    assert_eq!(counts, vec![1; 5]);
     let stats = api
         .get("/api/v1/stats?series=decisions&step=10m", &viewer)
         .await

@@ -8,6 +8,7 @@ pub mod feeds;
 pub mod identity;
 mod postgres;
 mod postgres_api;
+mod rollup;
 mod sqlite;
 mod sqlite_api;
 

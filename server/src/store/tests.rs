@@ -13,6 +13,8 @@ mod feeds;
 mod identity;
 use feeds::*;
 use identity::*;
+mod queries;
+use queries::*;
 
 fn t(s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + s, 0)
@@ -1080,6 +1082,9 @@ store_suite!(
     users_sessions_and_tokens,
     audit_log_and_secrets,
     decision_and_event_queries,
+    stats_count_stored_events_only,
+    prefix_events_newest_first,
+    active_bans_of_one_origin,
 );
 
 #[tokio::test]
