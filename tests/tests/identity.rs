@@ -308,7 +308,7 @@ async fn an_operator_ca_from_files_is_used() {
     let log = dir.path().join("a.log");
     let agent_cfg = agent_config(dir.path(), "ops-1", Some(&grpc), "log", &log);
     let (ok, out) = try_enroll(agent_cmd(), &agent_cfg, &grpc, &token, &[]);
-    assert!(ok, "{out}");
+    assert!(ok, "{out}\nserver:\n{}", server.output());
     let mut agent = run_agent(dir.path(), "ops-1", &agent_cfg);
     agent.wait_for("connected to server", 1, Duration::from_secs(30));
     agent.stop();
