@@ -324,23 +324,41 @@ mod tests {
         assert_eq!(s.to_string(), "all/80,443,8000:8101");
         assert_eq!(s.elements().count(), 2 * 104);
         let s = PortScope::parse(Protocol::Udp, "5060-5061", &none).unwrap();
-        assert_eq!(s.elements().collect::<Vec<_>>(), vec![(17, 5060), (17, 5061)]);
+        assert_eq!(
+            s.elements().collect::<Vec<_>>(),
+            vec![(17, 5060), (17, 5061)]
+        );
         // fail2ban's default (every port) is all traffic.
-        assert!(PortScope::parse(Protocol::Tcp, "0:65535", &none).unwrap().is_all());
-        assert!(PortScope::parse(Protocol::Tcp, "1-65535", &none).unwrap().is_all());
+        assert!(PortScope::parse(Protocol::Tcp, "0:65535", &none)
+            .unwrap()
+            .is_all());
+        assert!(PortScope::parse(Protocol::Tcp, "1-65535", &none)
+            .unwrap()
+            .is_all());
     }
 
     #[test]
     fn bad_port_lists_are_refused_clearly() {
         let err = |p: Protocol, s: &str| PortScope::parse(p, s, &well_known).unwrap_err();
-        assert_eq!(err(Protocol::Tcp, "sshh"), PortError::Service("sshh".into()));
+        assert_eq!(
+            err(Protocol::Tcp, "sshh"),
+            PortError::Service("sshh".into())
+        );
         assert_eq!(err(Protocol::Tcp, "70000"), PortError::Port("70000".into()));
         assert_eq!(err(Protocol::Tcp, "0"), PortError::Port("0".into()));
-        assert_eq!(err(Protocol::Tcp, "90:80"), PortError::Range("90:80".into()));
+        assert_eq!(
+            err(Protocol::Tcp, "90:80"),
+            PortError::Range("90:80".into())
+        );
         assert_eq!(err(Protocol::Tcp, " , "), PortError::Empty);
         assert_eq!(err(Protocol::All, "1000:1600"), PortError::TooMany(1202));
-        assert_eq!(Protocol::parse("icmp"), Err(PortError::Protocol("icmp".into())));
-        assert!(err(Protocol::Tcp, "sshh").to_string().contains("/etc/services"));
+        assert_eq!(
+            Protocol::parse("icmp"),
+            Err(PortError::Protocol("icmp".into()))
+        );
+        assert!(err(Protocol::Tcp, "sshh")
+            .to_string()
+            .contains("/etc/services"));
     }
 
     #[test]
@@ -351,11 +369,20 @@ mod tests {
             let wire: Option<pb::PortScope> = (&s).into();
             assert_eq!(PortScope::try_from(wire).unwrap(), s);
         }
-        assert_eq!(PortScope::from_text("tcp/ssh").unwrap().to_string(), "tcp/22");
-        assert!(matches!(PortScope::from_text("22"), Err(PortError::Text(_))));
+        assert_eq!(
+            PortScope::from_text("tcp/ssh").unwrap().to_string(),
+            "tcp/22"
+        );
+        assert!(matches!(
+            PortScope::from_text("22"),
+            Err(PortError::Text(_))
+        ));
         let bad = pb::PortScope {
             protocol: "tcp".into(),
-            ports: vec![pb::PortRange { from: 10, to: 70_000 }],
+            ports: vec![pb::PortRange {
+                from: 10,
+                to: 70_000,
+            }],
         };
         assert!(PortScope::try_from(Some(bad)).is_err());
     }

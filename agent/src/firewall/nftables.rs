@@ -12,6 +12,15 @@
 //! ([`crate::ranges`]) before they get here, so a set per length holds what
 //! an interval set would, and lookups stay O(1) per length in use.
 //!
+//! Port-scoped bans (a jail's `port = ssh`) live in concatenated sets of
+//! `address . protocol . port` with per-element timeouts, looked up with
+//! `ip saddr . meta l4proto . th dport`: `port4`/`port6` (hash sets) for
+//! host addresses, and `pnet4`/`pnet6` (interval sets, as a prefix inside a
+//! concatenation needs) for prefixes. A port range is one element per port:
+//! a plain hash set keeps the single-address lookups and changes as fast as
+//! the address-wide ones, and scopes are capped at
+//! [`fleetban_proto::ports::MAX_PORTS`] ports.
+//!
 //! An `input` chain (and a `forward` chain when asked) at priority -10,
 //! ahead of the host's own filter, drops or rejects matching traffic. Every
 //! change is one `nft -f` transaction: all of it applies or none; a full
@@ -25,8 +34,27 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::command::Runner;
-use super::{Entry, Firewall, FirewallError, Readback, Rules, Verdict, MAX_TIMEOUT_MS};
-use crate::blocklist::Changes;
+use super::{Entry, Firewall, FirewallError, PortEntry, Readback, Rules, Verdict, MAX_TIMEOUT_MS};
+use crate::blocklist::{Changes, PortKey};
+
+/// The sets of port-scoped bans: (name, IPv4, interval for prefixes).
+const PORT_SETS: [(&str, bool, bool); 4] = [
+    ("port4", true, false),
+    ("port6", false, false),
+    ("pnet4", true, true),
+    ("pnet6", false, true),
+];
+
+fn port_set(k: &PortKey) -> &'static str {
+    let v4 = matches!(k.target, IpNet::V4(_));
+    let host = k.target.prefix_len() == k.target.max_prefix_len();
+    match (v4, host) {
+        (true, true) => "port4",
+        (false, true) => "port6",
+        (true, false) => "pnet4",
+        (false, false) => "pnet6",
+    }
+}
 
 /// Ahead of the usual `filter` priority (0), so a ban wins over the host's
 /// own accept rules.
@@ -173,6 +201,65 @@ impl NftablesFirewall {
         }
     }
 
+    /// The port sets and their rules.
+    fn add_port_sets(&self, script: &mut String) {
+        let t = &self.table;
+        for (name, v4, interval) in PORT_SETS {
+            let (ty, proto) = if v4 {
+                ("ipv4_addr", "ip")
+            } else {
+                ("ipv6_addr", "ip6")
+            };
+            let flags = if interval {
+                "interval, timeout"
+            } else {
+                "timeout"
+            };
+            let _ = writeln!(
+                script,
+                "add set inet {t} {name} {{ type {ty} . inet_proto . inet_service; flags {flags}; }}"
+            );
+            for chain in self.chains() {
+                let _ = writeln!(
+                    script,
+                    "add rule inet {t} {chain} {proto} saddr . meta l4proto . th dport @{name} {}",
+                    self.verdict()
+                );
+            }
+        }
+    }
+
+    fn port_elements(
+        script: &mut String,
+        table: &str,
+        verb: &str,
+        entries: &[PortEntry],
+        timeouts: bool,
+    ) {
+        let mut by_set: std::collections::BTreeMap<&str, Vec<&PortEntry>> = Default::default();
+        for e in entries {
+            by_set.entry(port_set(&e.0)).or_default().push(e);
+        }
+        for (set, items) in by_set {
+            let _ = write!(script, "{verb} element inet {table} {set} {{ ");
+            for (i, (k, remaining)) in items.into_iter().enumerate() {
+                if i > 0 {
+                    script.push_str(", ");
+                }
+                if k.target.prefix_len() == k.target.max_prefix_len() {
+                    let _ = write!(script, "{}", k.target.addr());
+                } else {
+                    let _ = write!(script, "{}", k.target);
+                }
+                let _ = write!(script, " . {} . {}", k.proto_name(), k.port);
+                if let (true, Some(ms)) = (timeouts, remaining) {
+                    let _ = write!(script, " timeout {}ms", (*ms).clamp(1_000, MAX_TIMEOUT_MS));
+                }
+            }
+            script.push_str(" }\n");
+        }
+    }
+
     fn elements(script: &mut String, table: &str, verb: &str, entries: &[Entry], timeouts: bool) {
         let mut by_set: std::collections::BTreeMap<SetKey, Vec<&Entry>> = Default::default();
         for e in entries {
@@ -205,7 +292,7 @@ impl NftablesFirewall {
 
     /// The script of a full sync: the table is replaced whole, in one
     /// transaction; and the sets it makes.
-    fn sync_script(&self, entries: &[Entry]) -> (String, BTreeSet<SetKey>) {
+    fn sync_script(&self, entries: &[Entry], ports: &[PortEntry]) -> (String, BTreeSet<SetKey>) {
         let t = &self.table;
         let mut script = String::with_capacity(entries.len() * 40 + 1_024);
         // `add` first, so deleting a table that is not there is no error.
@@ -221,7 +308,9 @@ impl NftablesFirewall {
         for key in &sets {
             self.add_set(&mut script, *key);
         }
+        self.add_port_sets(&mut script);
         Self::elements(&mut script, t, "add", entries, true);
+        Self::port_elements(&mut script, t, "add", ports, true);
         (script, sets)
     }
 
@@ -244,15 +333,28 @@ impl NftablesFirewall {
                 .filter(|r| r.get("chain").and_then(Value::as_str) == Some(chain))
                 .map(|r| r.get("expr").map(Value::to_string).unwrap_or_default())
                 .collect();
+            let has = |name: &str| {
+                let want = format!("\"@{name}\"");
+                rules
+                    .iter()
+                    .any(|r| r.contains(&want) && r.contains(self.verdict()))
+            };
             hooked
-                && rules.len() == sets.len()
-                && sets.iter().all(|k| {
-                    let want = format!("\"@{}\"", k.name());
-                    rules
-                        .iter()
-                        .any(|r| r.contains(&want) && r.contains(self.verdict()))
-                })
+                && rules.len() == sets.len() + PORT_SETS.len()
+                && sets.iter().all(|k| has(&k.name()))
+                && PORT_SETS.iter().all(|(name, _, _)| has(name))
         };
+        let port_sets = PORT_SETS.iter().all(|(name, _, _)| {
+            items.iter().any(|i| {
+                i.get("set")
+                    .and_then(|s| s.get("name"))
+                    .and_then(Value::as_str)
+                    == Some(name)
+            })
+        });
+        if !port_sets {
+            return false;
+        }
         self.chains().into_iter().all(chain_ok)
     }
 }
@@ -263,8 +365,8 @@ impl Firewall for NftablesFirewall {
         "nftables"
     }
 
-    async fn sync(&mut self, entries: &[Entry]) -> Result<(), FirewallError> {
-        let (script, sets) = self.sync_script(entries);
+    async fn sync(&mut self, entries: &[Entry], ports: &[PortEntry]) -> Result<(), FirewallError> {
+        let (script, sets) = self.sync_script(entries, ports);
         self.transaction(&script).await?;
         self.sets = sets;
         Ok(())
@@ -287,6 +389,9 @@ impl Firewall for NftablesFirewall {
         let removed: Vec<Entry> = changes.remove.iter().map(|t| (*t, None)).collect();
         Self::elements(&mut script, &self.table, "delete", &removed, false);
         Self::elements(&mut script, &self.table, "add", &changes.add, true);
+        let removed: Vec<PortEntry> = changes.ports.remove.iter().map(|k| (*k, None)).collect();
+        Self::port_elements(&mut script, &self.table, "delete", &removed, false);
+        Self::port_elements(&mut script, &self.table, "add", &changes.ports.add, true);
         self.transaction(&script).await?;
         self.sets.extend(new);
         Ok(())
@@ -315,9 +420,17 @@ impl Firewall for NftablesFirewall {
             .and_then(Value::as_array)
             .ok_or_else(|| read_err("no \"nftables\" array".into()))?;
         let mut entries = std::collections::BTreeMap::new();
+        let mut ports = std::collections::BTreeMap::new();
         let mut sets = BTreeSet::new();
         for item in items {
             let Some(set) = item.get("set") else { continue };
+            let name = set.get("name").and_then(Value::as_str).unwrap_or_default();
+            if PORT_SETS.iter().any(|(n, _, _)| *n == name) {
+                for (k, left) in parse_port_elements(set).map_err(read_err)? {
+                    ports.insert(k, left);
+                }
+                continue;
+            }
             let Some(key) = set
                 .get("name")
                 .and_then(Value::as_str)
@@ -335,7 +448,11 @@ impl Firewall for NftablesFirewall {
         }
         let intact = self.intact(items, &sets);
         self.sets = sets;
-        Ok(Readback { intact, entries })
+        Ok(Readback {
+            intact,
+            entries,
+            ports,
+        })
     }
 
     async fn flush(&mut self) -> Result<(), FirewallError> {
@@ -371,6 +488,68 @@ fn parse_elements(set: &Value) -> Result<Vec<(IpNet, Option<i64>)>, String> {
         };
         for net in parse_val(val)? {
             out.push((net, left));
+        }
+    }
+    Ok(out)
+}
+
+/// The elements of a port set (`address . protocol . port`, the address
+/// possibly a prefix, the port possibly a range).
+fn parse_port_elements(set: &Value) -> Result<Vec<(PortKey, Option<i64>)>, String> {
+    let mut out = Vec::new();
+    let Some(elems) = set.get("elem").and_then(Value::as_array) else {
+        return Ok(out);
+    };
+    for e in elems {
+        let (val, left) = match e.get("elem") {
+            Some(inner) => (
+                inner.get("val").unwrap_or(inner),
+                inner
+                    .get("expires")
+                    .or_else(|| inner.get("timeout"))
+                    .and_then(Value::as_i64)
+                    .map(|s| s * 1_000),
+            ),
+            None => (e, None),
+        };
+        let parts = val
+            .get("concat")
+            .and_then(Value::as_array)
+            .filter(|p| p.len() == 3)
+            .ok_or_else(|| format!("unexpected port element {val}"))?;
+        let targets = parse_val(&parts[0])?;
+        let proto = match &parts[1] {
+            Value::String(s) if s == "tcp" => 6,
+            Value::String(s) if s == "udp" => 17,
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .ok_or_else(|| format!("protocol {n}"))?,
+            other => return Err(format!("unexpected protocol {other}")),
+        };
+        let port = |v: &Value| -> Result<u16, String> {
+            v.as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or_else(|| format!("unexpected port {v}"))
+        };
+        let (from, to) = match parts[2].get("range").and_then(Value::as_array) {
+            Some(r) if r.len() == 2 => (port(&r[0])?, port(&r[1])?),
+            _ => {
+                let p = port(&parts[2])?;
+                (p, p)
+            }
+        };
+        for target in targets {
+            for p in from..=to {
+                out.push((
+                    PortKey {
+                        target,
+                        proto,
+                        port: p,
+                    },
+                    left,
+                ));
+            }
         }
     }
     Ok(out)
@@ -467,7 +646,7 @@ mod tests {
             verdict: Verdict::Reject,
             forward: true,
         });
-        let (s, sets) = fw.sync_script(&[("10.0.0.0/8".parse().expect("net"), None)]);
+        let (s, sets) = fw.sync_script(&[("10.0.0.0/8".parse().expect("net"), None)], &[]);
         assert_eq!(sets.len(), 3);
         assert!(
             s.starts_with("add table inet fb\ndelete table inet fb\nadd table inet fb\n"),
@@ -482,7 +661,13 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("hook input priority -10;"), "{s}");
-        let (s, _) = NftablesFirewall::new("fb".into()).sync_script(&[]);
+        assert!(
+            s.contains(
+                "add rule inet fb forward ip6 saddr . meta l4proto . th dport @port6 reject\n"
+            ),
+            "{s}"
+        );
+        let (s, _) = NftablesFirewall::new("fb".into()).sync_script(&[], &[]);
         assert!(!s.contains("forward"), "{s}");
         assert!(
             s.contains("add rule inet fb input ip6 saddr @host6 drop\n"),
@@ -511,6 +696,52 @@ mod tests {
         let bad: Value = serde_json::from_str(r#"{"elem": [{"weird": 1}]}"#).expect("json");
         assert!(parse_elements(&bad).is_err());
     }
+
+    #[test]
+    fn port_elements_are_written_and_read_back() {
+        let key = |t: &str, proto, port| PortKey {
+            target: t.parse().expect("net"),
+            proto,
+            port,
+        };
+        let mut s = String::new();
+        NftablesFirewall::port_elements(
+            &mut s,
+            "fb",
+            "add",
+            &[
+                (key("192.0.2.1/32", 6, 22), Some(5_000)),
+                (key("2001:db8::/64", 17, 53), None),
+                (key("198.51.100.0/24", 6, 22), Some(60_000)),
+            ],
+            true,
+        );
+        assert_eq!(
+            s,
+            "add element inet fb pnet4 { 198.51.100.0/24 . tcp . 22 timeout 60000ms }\n\
+             add element inet fb pnet6 { 2001:db8::/64 . udp . 53 }\n\
+             add element inet fb port4 { 192.0.2.1 . tcp . 22 timeout 5000ms }\n"
+        );
+        let json = r#"{"set": {"name": "pnet4", "elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "198.51.100.0", "len": 24}}, "tcp", 22]}, "timeout": 60, "expires": 59}}, {"concat": ["192.0.2.1", "udp", {"range": [53, 54]}]}]}}"#;
+        let v: Value = serde_json::from_str(json).expect("json");
+        let got: Vec<String> = parse_port_elements(&v["set"])
+            .expect("parses")
+            .iter()
+            .map(|(k, l)| format!("{k} {l:?}"))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "198.51.100.0/24 tcp/22 Some(59000)",
+                "192.0.2.1/32 udp/53 None",
+                "192.0.2.1/32 udp/54 None"
+            ]
+        );
+        let bad: Value =
+            serde_json::from_str(r#"{"elem": [{"concat": ["192.0.2.1", "icmp", 1]}]}"#)
+                .expect("json");
+        assert!(parse_port_elements(&bad).is_err());
+    }
 }
 
 #[cfg(test)]
@@ -529,7 +760,7 @@ mod kernel_tests {
         crate::firewall::suite::run(&mut fw, &ns).await;
 
         // The rules really are there, hooked on input; flush removes them.
-        fw.sync(&[("192.0.2.9/32".parse().expect("net"), Some(60_000))])
+        fw.sync(&[("192.0.2.9/32".parse().expect("net"), Some(60_000))], &[])
             .await
             .expect("sync");
         let ruleset = ns.sh("nft list ruleset");
@@ -538,7 +769,7 @@ mod kernel_tests {
         // A prefix gets its set and rule in the same transaction.
         fw.apply(&Changes {
             add: vec![("198.51.100.0/24".parse().expect("net"), Some(60_000))],
-            remove: vec![],
+            ..Changes::default()
         })
         .await
         .expect("apply");
