@@ -7,7 +7,9 @@
 //! entries (IPv4 and IPv6 hosts, some prefixes, overlapping ones merged
 //! first as the agent does), the kernel memory it took (`Slab` in
 //! /proc/meminfo, before and after), one delta of 1 entry (median and p99
-//! of 50) and one of 1,000 entries; then fail2ban's way, one `iptables -I`
+//! of 50) and one of 1,000 entries, and port-scoped bans beside them (one
+//! `tcp/22` ban, median and p99 of 50, and one `tcp/8000:8100` ban of 101
+//! elements); then fail2ban's way, one `iptables -I`
 //! process per address, for 5,000 addresses, beside fleetban's sync of the
 //! same 5,000, with the ratio.
 //!
