@@ -133,6 +133,8 @@ pub async fn run(
             reports: report_rx,
             enforce: enforce_tx.clone(),
             applied: applied_rx,
+            firewall: metrics.firewall.clone(),
+            backend,
         };
         tokio::spawn(link.run(stop.clone()))
     });

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::detect::JailOverride;
 use crate::enforce::EnforceCmd;
+use crate::metrics::FirewallMetrics;
 
 /// Something to report to the server.
 #[derive(Debug, Clone)]
@@ -39,6 +40,9 @@ const BATCH_WAIT: Duration = Duration::from_millis(50);
 /// Reports kept for the server while it is unreachable.
 const PENDING_MAX: usize = 200_000;
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How often the firewall's state is compared with the one last sent: a
+/// change is reported at the next check, not at the next heartbeat.
+const FIREWALL_CHECK: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -53,6 +57,10 @@ pub struct Link {
     pub reports: mpsc::Receiver<Report>,
     pub enforce: mpsc::Sender<EnforceCmd>,
     pub applied: watch::Receiver<u64>,
+    /// What enforcement counts, reported with each heartbeat.
+    pub firewall: std::sync::Arc<FirewallMetrics>,
+    /// The firewall backend's name.
+    pub backend: &'static str,
 }
 
 /// Batches not yet acknowledged, oldest first.
@@ -118,6 +126,13 @@ impl Pending {
 
 fn batch_len(b: &pb::EventBatch) -> usize {
     b.events.len() + b.bans.len() + b.unbans.len()
+}
+
+fn heartbeat_msg(firewall: pb::FirewallState) -> AgentMsg {
+    AgentMsg::Heartbeat(pb::Heartbeat {
+        time_ms: chrono::Utc::now().timestamp_millis(),
+        firewall: Some(firewall),
+    })
 }
 
 /// How one stream ended.
@@ -207,6 +222,9 @@ impl Link {
         let mut snapshot: Option<(u64, Vec<BlockEntry>)> = None;
         let mut flush = tokio::time::interval(BATCH_WAIT);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut check = tokio::time::interval(FIREWALL_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported: Option<pb::FirewallState> = None;
         loop {
             tokio::select! {
                 r = self.reports.recv() => {
@@ -244,11 +262,27 @@ impl Link {
                     let _ = out.send(msg(AgentMsg::Applied(pb::Applied { version }))).await;
                 }
                 _ = heartbeat.tick() => {
-                    let time_ms = chrono::Utc::now().timestamp_millis();
-                    let _ = out.send(msg(AgentMsg::Heartbeat(pb::Heartbeat { time_ms }))).await;
+                    let state = self.firewall_state();
+                    let _ = out.send(msg(heartbeat_msg(state.clone()))).await;
+                    reported = Some(state);
+                }
+                _ = check.tick() => {
+                    let state = self.firewall_state();
+                    if reported.as_ref() != Some(&state) {
+                        let _ = out.send(msg(heartbeat_msg(state.clone()))).await;
+                        reported = Some(state);
+                    }
                 }
                 () = stop.cancelled() => return End::Stopped,
             }
+        }
+    }
+
+    fn firewall_state(&self) -> pb::FirewallState {
+        pb::FirewallState {
+            enforced: u64::try_from(self.firewall.entries.get()).unwrap_or(0),
+            drift_total: self.firewall.drift_total(),
+            backend: self.backend.to_owned(),
         }
     }
 

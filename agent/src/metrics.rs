@@ -38,6 +38,9 @@ impl SourceMetrics {
     }
 }
 
+/// Kinds of drift.
+const DRIFT_KINDS: [&str; 4] = ["missing", "extra", "timeout", "structure"];
+
 /// Kinds of drift: `missing`, `extra`, `timeout`, `structure`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DriftLabel {
@@ -67,6 +70,20 @@ impl FirewallMetrics {
             .inc_by(n);
     }
 
+    /// Drift of every kind counted so far.
+    pub fn drift_total(&self) -> u64 {
+        DRIFT_KINDS
+            .iter()
+            .map(|kind| {
+                self.drift
+                    .get_or_create(&DriftLabel {
+                        kind: (*kind).into(),
+                    })
+                    .get()
+            })
+            .sum()
+    }
+
     fn register(&self, r: &mut Registry) {
         r.register(
             "firewall_entries",
@@ -78,7 +95,7 @@ impl FirewallMetrics {
             "Times the kernel was read back and compared with the block list",
             self.reconciles.clone(),
         );
-        for kind in ["missing", "extra", "timeout", "structure"] {
+        for kind in DRIFT_KINDS {
             self.drifted(kind, 0);
         }
         r.register(
@@ -192,4 +209,20 @@ pub async fn serve(
 /// Binds the metrics listener (at start, so a bad address is a start error).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_of_every_kind_adds_up() {
+        let m = FirewallMetrics::default();
+        assert_eq!(m.drift_total(), 0);
+        m.drifted("missing", 2);
+        m.drifted("extra", 1);
+        m.drifted("timeout", 4);
+        m.drifted("structure", 1);
+        assert_eq!(m.drift_total(), 8);
+    }
 }

@@ -197,6 +197,7 @@ async fn main() {
             accounts,
             identities,
             feeds: Arc::new(Vec::new()),
+            agent_url: None,
         }),
     );
     let get = |path: String| {

@@ -99,6 +99,9 @@ pub struct RunOptions {
     /// agents are who their Hello says (development on loopback only).
     pub tls: Option<GrpcTls>,
     pub auth: auth::AuthConfig,
+    /// The gRPC URL agents reach this server by (see
+    /// [`identity::tls::agent_url`]), shown with new enrollment tokens.
+    pub agent_url: Option<String>,
 }
 
 /// The gRPC port's TLS, and the CA that signs agents' certificates.
@@ -120,6 +123,7 @@ impl Default for RunOptions {
             feeds: Vec::new(),
             tls: None,
             auth: auth::AuthConfig::default(),
+            agent_url: None,
         }
     }
 }
@@ -171,6 +175,7 @@ pub async fn run(
         accounts,
         identities: identities.clone(),
         feeds: Arc::new(options.feeds.clone()),
+        agent_url: options.agent_url.clone(),
     });
     let feed_client = if options.feeds.is_empty() {
         None

@@ -500,11 +500,15 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         "fleetban-server listening: http=http://{http_addr} grpc={scheme}://{grpc_addr} database={}",
         store::redact(&config.database_url)
     );
+    let agent_url = tls
+        .as_ref()
+        .and_then(|_| identity::tls::agent_url(&config.tls.names, grpc_addr));
     let options = fleetban_server::RunOptions {
         event_retention: config.event_retention,
         policy: config.policy_seed,
         feeds: config.feeds,
         tls,
+        agent_url,
         ..Default::default()
     };
     fleetban_server::run(store, Listeners { http, grpc }, options, shutdown_signal()).await?;

@@ -790,12 +790,43 @@ async fn events_ips_agents_stats(api: Api) {
     assert_eq!(agents.as_array().map(Vec::len), Some(2));
     assert_eq!(agents[0]["health"], "online");
     assert_eq!(agents[0]["lag"], 1, "one decision it has not applied");
+    assert!(
+        agents[0]["lag_seconds"].as_i64().is_some_and(|s| s >= 0),
+        "{}",
+        agents[0]
+    );
+    assert_eq!(agents[0]["firewall"], json!(null), "not reported yet");
+    assert_eq!(agents[0]["revoked_at"], json!(null));
+    // A heartbeat with the firewall's state reaches the agent's view.
+    api.service
+        .agent_firewall(
+            "web-1",
+            &fleetban_server::store::FirewallState {
+                enforced: 41,
+                drift_total: 2,
+                backend: "nftables".into(),
+            },
+        )
+        .await
+        .expect("firewall");
+    api.clock.advance(Duration::minutes(1));
+    let one = api.get("/api/v1/agents/web-1", &viewer).await.json();
+    assert_eq!(
+        one["firewall"],
+        json!({"enforced": 41, "drift_total": 2, "backend": "nftables"})
+    );
+    assert_eq!(one["lag"], 1);
+    assert!(
+        one["lag_seconds"].as_i64().is_some_and(|s| s >= 60),
+        "behind for a minute at least: {one}"
+    );
     api.service
         .agent_seen("web-1", Some(1))
         .await
         .expect("seen");
     api.clock.advance(Duration::minutes(5));
     let one = api.get("/api/v1/agents/web-1", &viewer).await.json();
+    assert_eq!(one["lag_seconds"], 0, "up to date");
     assert_eq!(
         (
             one["health"].clone(),
@@ -1158,6 +1189,7 @@ async fn agents_revoke_and_enrollment_tokens(api: Api) {
     assert_eq!(expires, common::t0() + Duration::hours(2));
     assert_eq!(made["max_uses"], 3);
     assert_eq!(made["group"], "web");
+    assert_eq!(made["server_url"], common::AGENT_URL);
     api.get("/api/v1/enrollment-tokens", &op)
         .await
         .assert_error(StatusCode::FORBIDDEN, "forbidden");

@@ -314,6 +314,16 @@ async fn a_ban_made_through_the_api_is_enforced_by_agents() {
     let (api, grpc) = server_addrs(&mut server);
     let log = dir.path().join("auth.log");
     let cfg = agent_config(dir.path(), "host-b", Some(&grpc), "nftables", &log);
+    // Read the kernel back every second, so drift made below is found soon.
+    let text = std::fs::read_to_string(&cfg).expect("agent config");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "backend = \"nftables\"",
+            "backend = \"nftables\"\nreconcile_interval = \"1s\"",
+        ),
+    )
+    .expect("agent config");
     common::enroll(
         &["--database-url".as_ref(), url.as_ref()],
         lab.command(Host::B, bin("fleetban-agent")),
@@ -361,6 +371,43 @@ async fn a_ban_made_through_the_api_is_enforced_by_agents() {
         lab.connects(&service, &bystander),
         "another address still connects"
     );
+
+    // The agent's heartbeat reports what its firewall holds; the API shows it.
+    let firewall = || {
+        let (status, body) = http(&api, "GET", "/api/v1/agents/host-b", Some(&token), None);
+        assert_eq!(status, 200, "{body}");
+        json_field(&body, "firewall")
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || firewall()["enforced"] == 1),
+        "the API shows the agent enforcing one entry: {}\n{}",
+        firewall(),
+        agent.output()
+    );
+    assert_eq!(firewall()["backend"], "nftables");
+    assert_eq!(firewall()["drift_total"], 0);
+    // Someone deletes fleetban's table by hand: the agent finds the drift,
+    // repairs it and reports it.
+    let (ok, _, err) = common::run(
+        lab.command(Host::B, "nft")
+            .args(["delete", "table", "inet", "fleetban"]),
+    );
+    assert!(ok, "nft delete table: {err}");
+    assert!(
+        wait_until(Duration::from_secs(20), || firewall()["drift_total"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)),
+        "the API shows the drift the agent repaired: {}\n{}",
+        firewall(),
+        agent.output()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || lab
+            .nft_list_ruleset(Host::B)
+            .contains(&attacker)),
+        "the agent restores the ban after the drift"
+    );
+    assert_eq!(firewall()["enforced"], 1);
 
     let (status, body) = http(
         &api,

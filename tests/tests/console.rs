@@ -3,8 +3,11 @@
 //! network namespaces, and the browser tests of `web/tests/` (`npm test`,
 //! Debian's Chromium driven by playwright-core). They sign in, watch a brute
 //! force on agent A appear live, revoke it from the table and check that
-//! agent B's firewall lets the address go, check what a viewer may do, and
-//! write a screenshot of each page to `target/console-screenshots/`.
+//! agent B's firewall lets the address go, check what a viewer may do, edit
+//! jail rules and correlation rules, add and remove allowlist entries, read
+//! the feeds' status, enroll a third agent with the command the agents page
+//! shows, revoke agent B from the console (its stream is closed), and write
+//! a screenshot of each page to `target/console-screenshots/`.
 //!
 //! Needs `scripts/build-web` to have run before the server was built (so the
 //! server embeds the console), Node.js and `/usr/bin/chromium`;
@@ -81,9 +84,24 @@ fn console_in_a_browser() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = Lab::new();
 
+    // Two feeds for the feeds page: one imported, one that cannot be read.
+    let feed = dir.path().join("soc-feed.txt");
+    std::fs::write(&feed, "203.0.113.77\n203.0.113.78\n").expect("write feed");
+    let server_toml = dir.path().join("server.toml");
+    std::fs::write(
+        &server_toml,
+        format!(
+            "[[feed]]\nname = \"soc\"\npath = \"{}\"\ninterval = \"1h\"\n\n[[feed]]\nname = \"gone\"\npath = \"{}\"\ninterval = \"1h\"\n",
+            feed.display(),
+            dir.path().join("no-such-feed.txt").display()
+        ),
+    )
+    .expect("write server.toml");
     let mut server = Proc::spawn("server", dir.path(), {
         let mut c = Command::new(bin("fleetban-server"));
-        c.args(["serve", "--database-url", &url])
+        c.args(["serve", "--config"])
+            .arg(&server_toml)
+            .args(["--database-url", &url])
             .args(["--http-listen", "127.0.0.1:0"])
             .args(["--grpc-listen", &format!("{ROOT_A_ADDR}:0")]);
         c
@@ -127,6 +145,14 @@ fn console_in_a_browser() {
         "list",
         "ruleset"
     ]);
+    // The enroll command the console shows is run for real, in namespace a,
+    // with this agent's configuration instead of /etc/fleetban/agent.toml.
+    let c_log = dir.path().join("host-c-auth.log");
+    let c_cfg = agent_config(dir.path(), "host-c", Some(&grpc), "log", &c_log);
+    let enroll = serde_json::json!({
+        "argv": ["ip", "netns", "exec", lab.ns_name(Host::A), bin("fleetban-agent")],
+        "config": c_cfg,
+    });
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
     let out = Command::new("npm")
         .args(["test", "--silent"])
@@ -141,6 +167,8 @@ fn console_in_a_browser() {
         .env("FLEETBAN_CONSOLE_ATTACKER", X_ADDRS[0].to_string())
         .env("FLEETBAN_CONSOLE_FIREWALL", firewall_b.to_string())
         .env("FLEETBAN_CONSOLE_SCREENSHOTS", &screenshots)
+        .env("FLEETBAN_CONSOLE_ENROLL", enroll.to_string())
+        .env("FLEETBAN_CONSOLE_REVOKE", "host-b")
         .output()
         .expect("run npm test");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -156,11 +184,31 @@ fn console_in_a_browser() {
     );
     // node's runner ends with its counts: make sure the tests ran.
     assert!(
-        stdout.contains("# pass 4"),
-        "expected 4 passing browser tests:\n{stdout}"
+        stdout.contains("# pass 9"),
+        "expected 9 passing browser tests:\n{stdout}"
     );
     assert!(stdout.contains("# fail 0"), "{stdout}");
-    assert!(screenshots.join("03-overview.png").is_file());
+    for shot in [
+        "03-overview",
+        "14-policies",
+        "16-allowlists",
+        "17-feeds",
+        "18-agents-enroll",
+        "19-agents-revoked",
+    ] {
+        assert!(
+            screenshots.join(format!("{shot}.png")).is_file(),
+            "{shot}.png"
+        );
+    }
+    // The agent revoked from the console was cut off.
+    b.wait_for("agent \"host-b\" is revoked", 1, Duration::from_secs(30));
+    server.wait_for("agent revoked: stream closed", 1, Duration::from_secs(5));
+    assert!(
+        !a.output().contains("is revoked"),
+        "only host-b is revoked\n{}",
+        a.output()
+    );
 
     b.stop();
     a.stop();

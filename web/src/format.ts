@@ -49,3 +49,9 @@ function expand6(ip: string): string[] | null {
   const fill = Array(8 - h.length - t.length).fill("0");
   return [...h, ...fill, ...t];
 }
+
+/** How far behind the block list an agent is: versions, and for how long. */
+export function behind(a: { lag: number; lag_seconds: number }): string {
+  if (a.lag === 0) return "up to date";
+  return `${count(a.lag)} version${a.lag === 1 ? "" : "s"}, ${span(a.lag_seconds)}`;
+}

@@ -14,6 +14,9 @@ import { Overview } from "./pages/Overview";
 import { Decisions } from "./pages/Decisions";
 import { IpLookup } from "./pages/IpLookup";
 import { Agents } from "./pages/Agents";
+import { Policies } from "./pages/Policies";
+import { Allowlists } from "./pages/Allowlists";
+import { Feeds } from "./pages/Feeds";
 import { Users } from "./pages/Users";
 import { Tokens } from "./pages/Tokens";
 import { Audit } from "./pages/Audit";
@@ -30,6 +33,9 @@ const NAV: NavItem[] = [
   { href: "/decisions", label: "Decisions", show: (me) => me.scopes.includes("decisions:read") },
   { href: "/ips", label: "IP lookup", show: (me) => me.scopes.includes("events:read") },
   { href: "/agents", label: "Agents", show: (me) => me.scopes.includes("agents:read") },
+  { href: "/policies", label: "Policies", show: (me) => me.scopes.includes("policies:read") },
+  { href: "/allowlists", label: "Allowlists", show: (me) => me.scopes.includes("policies:read") },
+  { href: "/feeds", label: "Feeds", show: (me) => me.scopes.includes("policies:read") },
   { href: "/users", label: "Users", show: isAdmin },
   { href: "/tokens", label: "API tokens", show: isAdmin },
   { href: "/audit", label: "Audit log", show: (me) => me.scopes.includes("audit:read") },
@@ -40,6 +46,10 @@ function Page({ path, me }: { path: string; me: Me }) {
   if (path === "/decisions") return <Decisions />;
   if (path === "/ips" || path.startsWith("/ips/")) return <IpLookup ip={decodeURIComponent(path.slice(5))} />;
   if (path === "/agents") return <Agents />;
+  const policies = me.scopes.includes("policies:read");
+  if (path === "/policies" && policies) return <Policies />;
+  if (path === "/allowlists" && policies) return <Allowlists />;
+  if (path === "/feeds" && policies) return <Feeds />;
   if (path === "/users" && isAdmin(me)) return <Users />;
   if (path === "/tokens" && isAdmin(me)) return <Tokens />;
   if (path === "/audit" && me.scopes.includes("audit:read")) return <Audit />;

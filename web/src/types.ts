@@ -62,6 +62,65 @@ export interface Agent {
   health: string;
   applied_version: number;
   lag: number;
+  /** Seconds since the oldest decision it has yet to apply was made. */
+  lag_seconds: number;
+  group: string;
+  revoked_at: string | null;
+  firewall: { enforced: number; drift_total: number; backend: string } | null;
+}
+
+export interface EnrollmentToken {
+  id: string;
+  group: string | null;
+  created_at: string;
+  expires_at: string;
+  max_uses: number;
+  uses: number;
+}
+
+export interface CreatedEnrollmentToken {
+  id: string;
+  token: string;
+  group: string | null;
+  expires_at: string;
+  max_uses: number;
+  server_url: string | null;
+}
+
+export interface JailRule {
+  group: string;
+  jail: string;
+  enabled: boolean;
+  maxretry: number | null;
+  findtime: string | null;
+  bantime: string | null;
+}
+
+export interface Rules {
+  rules: string;
+  structured: Record<string, unknown>;
+  policy_version: number;
+}
+
+export interface Allowlists {
+  global: string[];
+  groups: Record<string, string[]>;
+  policy_version: number;
+}
+
+export interface Feed {
+  name: string;
+  source: string | null;
+  interval_seconds: number | null;
+  bantime_seconds: number | null;
+  configured: boolean;
+  status: {
+    last_attempt: string;
+    last_success: string | null;
+    entries: number;
+    invalid_lines: number;
+    last_error: string | null;
+  } | null;
 }
 
 export interface Stats {

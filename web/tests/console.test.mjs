@@ -7,6 +7,11 @@
 //   FLEETBAN_CONSOLE_ATTACK_LOG  the log the first agent follows
 //   FLEETBAN_CONSOLE_ATTACKER    an address to brute-force from
 //   FLEETBAN_CONSOLE_FIREWALL    JSON argv printing the second agent's firewall
+//   FLEETBAN_CONSOLE_ENROLL      JSON {argv, config}: how to run fleetban-agent
+//                                for a new agent, and that agent's config
+//   FLEETBAN_CONSOLE_REVOKE      the agent to revoke from the agents page
+//                                (the last test; tests/tests/console.rs then
+//                                checks its stream was closed)
 // Without FLEETBAN_CONSOLE_URL the tests skip (say so, and run them through
 // `cargo test -p fleetban-tests --test console`).
 
@@ -247,6 +252,213 @@ describe("fleetban console", { skip }, () => {
       return [res.status, (await res.json()).error.code];
     });
     assert.deepEqual(status, [403, "forbidden"]);
+    await ctx.close();
+  });
+  test("policies: a jail rule's maxretry is edited and persists; invalid values are refused with a message", async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+    const page = await ctx.newPage();
+    await signIn(page, base, credentials("FLEETBAN_CONSOLE_ADMIN"));
+    await page.getByRole("link", { name: "Policies" }).click();
+    await page.getByRole("heading", { name: "Policies and jails" }).waitFor();
+    await page.getByTestId("rules-summary").waitFor();
+
+    // A new rule for group "web" (no agent of this test is in it).
+    await page.getByRole("button", { name: "Add jail rule…" }).click();
+    let dialog = page.getByRole("dialog");
+    await dialog.getByLabel(/^Group/).fill("web");
+    await dialog.getByLabel("Jail").fill("sshd");
+    await dialog.getByLabel(/^maxretry/).fill("0");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    // Refused before it is sent, with the API's own wording.
+    assert.equal((await dialog.getByRole("alert").textContent()).trim(), 'maxretry "0": expected 1 to 1000000');
+    await dialog.getByLabel(/^maxretry/).fill("4");
+    await dialog.getByLabel(/^findtime/).fill("10m");
+    // Passes the console's check, refused by the API: its message is shown.
+    await dialog.getByLabel(/^bantime/).fill("20y");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await dialog.getByRole("alert").getByText(/bantime/).waitFor();
+    assert.match(await dialog.getByRole("alert").textContent(), /jail rule: bantime/);
+    await shot(page, "15-policies-refused");
+    await dialog.getByLabel(/^bantime/).fill("2h");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await dialog.waitFor({ state: "detached" });
+    const row = page.locator('tr[data-jail="web/sshd"]');
+    await eventually(async () => assert.equal((await row.locator(".maxretry").textContent()).trim(), "4"));
+
+    // Change maxretry, reload: the value comes back from the server.
+    await page.getByRole("button", { name: "Edit sshd for web" }).click();
+    dialog = page.getByRole("dialog");
+    assert.equal(await dialog.getByLabel(/^maxretry/).inputValue(), "4");
+    await dialog.getByLabel(/^maxretry/).fill("6");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.reload();
+    await eventually(async () => assert.equal((await page.locator('tr[data-jail="web/sshd"] .maxretry').textContent()).trim(), "6"));
+    assert.match(await page.locator('tr[data-jail="web/sshd"]').textContent(), /10m.*2h/);
+
+    // Correlation rules: bad TOML is refused with the API's message; good rules are saved.
+    const rules = page.getByLabel(/^Rules/);
+    await rules.fill("[policy]\nwidest_v4 = \"wide\"\n");
+    await page.getByRole("button", { name: "Save rules" }).click();
+    await page.getByRole("alert").waitFor();
+    assert.match(await page.getByRole("alert").textContent(), /widest_v4/);
+    await rules.fill('[policy]\n[policy.threshold]\nhosts = 3\nwindow = "10m"\nbantime = "4h"\n');
+    await page.getByRole("button", { name: "Save rules" }).click();
+    await page.getByRole("status").getByText("Saved.").waitFor();
+    await page.reload();
+    await page.getByTestId("rules-summary").getByText(/fails on 3 hosts/).waitFor();
+    await shot(page, "14-policies");
+
+    // The same page in the dark theme at a phone's width.
+    await page.getByRole("button", { name: "Theme: auto. Change theme" }).click();
+    await page.getByRole("button", { name: "Theme: light. Change theme" }).click();
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot(page, "20-policies-dark-phone");
+    await ctx.close();
+  });
+
+  test("allowlists: a bad CIDR shows the API's error; an entry is added, kept and removed", async () => {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await signIn(page, base, credentials("FLEETBAN_CONSOLE_ADMIN"));
+    await page.getByRole("link", { name: "Allowlists" }).click();
+    await page.getByRole("heading", { name: "Allowlists" }).waitFor();
+    const form = page.getByRole("form", { name: "Add to an allowlist" });
+    await form.getByLabel("Address or CIDR").fill("300.0.0.1/8");
+    await form.getByRole("button", { name: "Add" }).click();
+    await page.getByRole("alert").waitFor();
+    assert.match(await page.getByRole("alert").textContent(), /network "300\.0\.0\.1\/8": expected an IP address or a CIDR prefix/);
+
+    await form.getByLabel("Address or CIDR").fill("10.20.0.0/16");
+    await form.getByLabel(/^Group/).fill("web");
+    await form.getByRole("button", { name: "Add" }).click();
+    const row = page.locator('tr[data-network="10.20.0.0/16"]');
+    await row.waitFor();
+    assert.match(await row.textContent(), /group web/);
+    assert.equal(await page.getByRole("alert").count(), 0, "the earlier error is gone");
+    await page.reload();
+    await row.waitFor();
+    await shot(page, "16-allowlists");
+
+    await page.getByRole("button", { name: "Remove 10.20.0.0/16" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Remove" }).click();
+    await row.waitFor({ state: "detached" });
+    await page.reload();
+    await page.getByTestId("allowlists").waitFor();
+    assert.equal(await row.count(), 0);
+    await ctx.close();
+  });
+
+  test("feeds: each feed with its last fetch, entries and last error", async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1366, height: 700 } });
+    const page = await ctx.newPage();
+    await signIn(page, base, credentials("FLEETBAN_CONSOLE_ADMIN"));
+    await page.getByRole("link", { name: "Feeds" }).click();
+    const soc = page.locator('tr[data-feed="soc"]');
+    const gone = page.locator('tr[data-feed="gone"]');
+    await eventually(async () => {
+      await page.reload();
+      await soc.waitFor({ timeout: 2000 });
+      assert.equal(await soc.locator(".badge").textContent(), "ok");
+      assert.equal(await gone.locator(".badge").textContent(), "failing");
+    });
+    const cells = await soc.locator("td").allTextContents();
+    assert.equal(cells[7], "2", `entries: ${cells}`);
+    assert.match(await gone.textContent(), /no-such-feed/);
+    await shot(page, "17-feeds");
+    await ctx.close();
+  });
+
+  test("a viewer sees no write buttons on policies, allowlists, feeds and agents", async () => {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await signIn(page, base, credentials("FLEETBAN_CONSOLE_VIEWER"));
+    await page.getByRole("link", { name: "Policies" }).click();
+    await page.locator('tr[data-jail="web/sshd"]').waitFor();
+    assert.equal(await page.getByRole("button", { name: /Add jail rule|Edit|Remove|Save rules/ }).count(), 0);
+    assert.equal(await page.getByLabel(/^Rules/).getAttribute("readonly"), "");
+    await shot(page, "21-policies-viewer");
+    await page.getByRole("link", { name: "Allowlists" }).click();
+    await page.getByTestId("allowlists").waitFor();
+    assert.equal(await page.getByRole("form", { name: "Add to an allowlist" }).count(), 0);
+    assert.equal(await page.getByRole("button", { name: /Remove|Add/ }).count(), 0);
+    await page.getByRole("link", { name: "Feeds" }).click();
+    await page.locator('tr[data-feed="soc"]').waitFor();
+    await page.getByRole("link", { name: "Agents" }).click();
+    await page.locator('tr[data-agent="host-a"]').waitFor();
+    assert.equal(await page.getByRole("button", { name: /Enroll|Revoke/ }).count(), 0);
+    assert.equal(await page.getByTestId("enrollment-tokens").count(), 0);
+    // The API refuses a viewer's allowlist change anyway.
+    const status = await page.evaluate(async () => {
+      const s = JSON.parse(sessionStorage.getItem("fleetban.session"));
+      const res = await fetch("/api/v1/allowlists", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${s.access_token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ network: "10.9.9.9" }),
+      });
+      return res.status;
+    });
+    assert.equal(status, 403);
+    await ctx.close();
+  });
+
+  test("agents: enroll a new agent with the command shown, see enforced counts, and revoke an agent", async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+    const page = await ctx.newPage();
+    await signIn(page, base, credentials("FLEETBAN_CONSOLE_ADMIN"));
+    // The overview names the propagation delay as time.
+    assert.match(await page.getByTestId("agents-lag").textContent(), /propagation delay/);
+    await page.getByRole("link", { name: "Agents", exact: true }).click();
+    const a = page.locator('tr[data-agent="host-a"]');
+    await a.waitFor();
+    // Each agent reports what its firewall enforces.
+    await eventually(async () => {
+      await page.reload();
+      await a.waitFor({ timeout: 2000 });
+      assert.match(await a.locator(".enforced").textContent(), /^\d+ \(nftables\)$/);
+    });
+    assert.match(await a.locator(".drift").textContent(), /^\d+$/);
+
+    await page.getByRole("button", { name: "Enroll an agent…" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Group (optional)").fill("web");
+    await dialog.getByLabel("Agents that may use it").fill("0");
+    await dialog.getByRole("button", { name: "Create token" }).click();
+    assert.match(await dialog.getByRole("alert").textContent(), /uses "0": expected 1 to 10000/);
+    await dialog.getByLabel("Agents that may use it").fill("2");
+    await dialog.getByLabel("Valid for").selectOption("24h");
+    await dialog.getByRole("button", { name: "Create token" }).click();
+    await dialog.waitFor({ state: "detached" });
+    const command = (await page.getByTestId("enroll-command").locator("pre").textContent()).trim();
+    const m = command.match(/^fleetban-agent enroll --config \/etc\/fleetban\/agent\.toml --server (https:\/\/\S+) --token (\S+)$/);
+    assert.ok(m, command);
+    await page.getByTestId("enrollment-tokens").getByText("0 / 2").waitFor();
+    await shot(page, "18-agents-enroll");
+
+    // The command works: run it (with this test's agent config) and the agent is enrolled in group web.
+    const enroll = JSON.parse(process.env.FLEETBAN_CONSOLE_ENROLL);
+    const args = command.split(" ").slice(1).map((w) => (w === "/etc/fleetban/agent.toml" ? enroll.config : w));
+    const out = execFileSync(enroll.argv[0], [...enroll.argv.slice(1), ...args], { encoding: "utf8" });
+    assert.match(out, /enrolled as agent host-c \(group web\)/);
+    await page.reload();
+    await page.getByTestId("enrollment-tokens").getByText("1 / 2").waitFor();
+
+    // Revoke an agent, with a confirmation.
+    const victim = process.env.FLEETBAN_CONSOLE_REVOKE;
+    const row = page.locator(`tr[data-agent="${victim}"]`);
+    await row.getByRole("button", { name: `Revoke ${victim}` }).click();
+    const confirm = page.getByRole("dialog");
+    await confirm.getByText(/stream is closed now/).waitFor();
+    await confirm.getByRole("button", { name: "Cancel" }).click();
+    await confirm.waitFor({ state: "detached" });
+    assert.doesNotMatch(await row.textContent(), /revoked/, "cancel revokes nothing");
+    await row.getByRole("button", { name: `Revoke ${victim}` }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Revoke agent" }).click();
+    await page.getByRole("dialog").waitFor({ state: "detached" });
+    await eventually(async () => assert.match(await row.textContent(), /revoked/));
+    assert.equal(await row.getByRole("button", { name: /Revoke/ }).count(), 0);
+    assert.doesNotMatch(await a.textContent(), /revoked/);
+    await shot(page, "19-agents-revoked");
     await ctx.close();
   });
 });

@@ -5,6 +5,7 @@
 mod command;
 mod ipset;
 mod log;
+mod netlink;
 mod nftables;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,8 @@ pub enum FirewallError {
     },
     #[error("cannot read {what}: {detail}")]
     Read { what: String, detail: String },
+    #[error(transparent)]
+    Netlink(#[from] netlink::NetlinkError),
 }
 
 /// One entry in the firewall: a target and its remaining time in ms

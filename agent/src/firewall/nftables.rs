@@ -16,24 +16,32 @@
 //! `address . protocol . port` with per-element timeouts, looked up with
 //! `ip saddr . meta l4proto . th dport`: `port4`/`port6` (hash sets) for
 //! host addresses, and `pnet4`/`pnet6` (interval sets, as a prefix inside a
-//! concatenation needs) for prefixes. A port range is one element per port:
-//! a plain hash set keeps the single-address lookups and changes as fast as
-//! the address-wide ones, and scopes are capped at
-//! [`fleetban_proto::ports::MAX_PORTS`] ports.
+//! concatenation needs) for prefixes. A port range is one element per port,
+//! so a plain hash set serves single addresses; scopes are capped at
+//! [`fleetban_proto::ports::MAX_PORTS`] ports. Port-scoped bans are few, so
+//! their elements go through `nft -f` (in the same transaction as the rule
+//! swap of a full sync), not netlink.
 //!
 //! An `input` chain (and a `forward` chain when asked) at priority -10,
-//! ahead of the host's own filter, drops or rejects matching traffic. Every
-//! change is one `nft -f` transaction: all of it applies or none; a full
-//! sync replaces the whole table in one transaction.
+//! ahead of the host's own filter, drops or rejects matching traffic.
+//!
+//! The table, chains, sets and rules are made with `nft -f`; elements go
+//! over netlink ([`super::netlink`]), one batch per change: all of it
+//! applies or none. A full sync flushes every set and refills it in one
+//! batch, so the kernel goes from the old list to the new one at once; only
+//! a damaged table (a rule or set deleted by hand) is rebuilt first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
 use serde_json::Value;
 
 use super::command::Runner;
+use super::netlink::{self, Verb};
 use super::{Entry, Firewall, FirewallError, PortEntry, Readback, Rules, Verdict, MAX_TIMEOUT_MS};
 use crate::blocklist::{Changes, PortKey};
 
@@ -60,26 +68,32 @@ fn port_set(k: &PortKey) -> &'static str {
 /// own accept rules.
 const PRIORITY: i32 = -10;
 
-/// A set of ours: IPv4 or not, and the prefix length it holds (32 or 128:
-/// the host set).
+/// A set of ours: IPv4 or not, the prefix length it holds (32 or 128: the
+/// host set), and its generation. A full sync over an intact table fills a
+/// new generation of sets (`host4_b` after `host4`, and back) while the old
+/// one still filters, then points the rules at it and deletes the old one,
+/// in one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct SetKey {
     v4: bool,
     len: u8,
+    alt: bool,
 }
 
 impl SetKey {
-    fn of(net: &IpNet) -> Self {
+    fn of(net: &IpNet, alt: bool) -> Self {
         SetKey {
             v4: matches!(net, IpNet::V4(_)),
             len: net.prefix_len(),
+            alt,
         }
     }
 
-    fn hosts(v4: bool) -> Self {
+    fn hosts(v4: bool, alt: bool) -> Self {
         SetKey {
             v4,
             len: if v4 { 32 } else { 128 },
+            alt,
         }
     }
 
@@ -89,29 +103,38 @@ impl SetKey {
 
     fn name(self) -> String {
         let f = if self.v4 { 4 } else { 6 };
+        let gen = if self.alt { "_b" } else { "" };
         if self.is_host() {
-            format!("host{f}")
+            format!("host{f}{gen}")
         } else {
-            format!("net{f}_{}", self.len)
+            format!("net{f}_{}{gen}", self.len)
         }
     }
 
     fn parse(name: &str) -> Option<Self> {
-        match name {
-            "host4" => Some(Self::hosts(true)),
-            "host6" => Some(Self::hosts(false)),
+        let (base, alt) = match name.strip_suffix("_b") {
+            Some(base) => (base, true),
+            None => (name, false),
+        };
+        let k = match base {
+            "host4" => Self::hosts(true, alt),
+            "host6" => Self::hosts(false, alt),
             _ => {
-                let (f, len) = name.strip_prefix("net")?.split_once('_')?;
+                let (f, len) = base.strip_prefix("net")?.split_once('_')?;
                 let v4 = match f {
                     "4" => true,
                     "6" => false,
                     _ => return None,
                 };
                 let len: u8 = len.parse().ok()?;
-                let k = SetKey { v4, len };
-                (len >= 1 && len < Self::hosts(v4).len && k.name() == name).then_some(k)
+                let k = SetKey { v4, len, alt };
+                if len < 1 || len >= Self::hosts(v4, alt).len {
+                    return None;
+                }
+                k
             }
-        }
+        };
+        (k.name() == name).then_some(k)
     }
 
     /// What a rule matches: the source address, masked for prefixes.
@@ -149,6 +172,12 @@ pub struct NftablesFirewall {
     runner: Runner,
     /// The sets the table holds, as last made or read back.
     sets: BTreeSet<SetKey>,
+    /// The generation of sets the rules use.
+    alt: bool,
+    /// The network namespace the kernel side is in (`None`: ours).
+    netns: Option<PathBuf>,
+    /// Opened at the first change.
+    socket: Option<Arc<netlink::Socket>>,
 }
 
 impl NftablesFirewall {
@@ -158,6 +187,9 @@ impl NftablesFirewall {
             rules: Rules::default(),
             runner: Runner::default(),
             sets: BTreeSet::new(),
+            alt: false,
+            netns: None,
+            socket: None,
         }
     }
 
@@ -170,6 +202,44 @@ impl NftablesFirewall {
     pub fn with_wrapper(mut self, wrapper: Vec<String>) -> Self {
         self.runner = Runner::wrapped(wrapper);
         self
+    }
+
+    /// Sends elements into this network namespace (e.g. `/run/netns/NS`),
+    /// the one the wrapper runs nft in.
+    pub fn with_netns(mut self, netns: PathBuf) -> Self {
+        self.netns = Some(netns);
+        self
+    }
+
+    fn socket(&mut self) -> Result<Arc<netlink::Socket>, FirewallError> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(netlink::Socket::open(self.netns.as_deref())?);
+        self.socket = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Commits a batch of element changes, built and sent off the async
+    /// threads (a full list is a few hundred milliseconds of work).
+    async fn commit<F>(&mut self, build: F) -> Result<(), FirewallError>
+    where
+        F: FnOnce(&mut netlink::Batch) + Send + 'static,
+    {
+        let socket = self.socket()?;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut batch = socket.batch();
+            build(&mut batch);
+            socket.commit(batch)
+        })
+        .await;
+        match result {
+            Ok(r) => r.map_err(FirewallError::from),
+            Err(e) => Err(FirewallError::Read {
+                what: "the netlink batch".into(),
+                detail: e.to_string(),
+            }),
+        }
     }
 
     fn chains(&self) -> Vec<&'static str> {
@@ -191,25 +261,25 @@ impl NftablesFirewall {
     fn add_set(&self, script: &mut String, key: SetKey) {
         script.push_str(&key.declaration(&self.table));
         for chain in self.chains() {
-            let _ = writeln!(
-                script,
-                "add rule inet {} {chain} {} {}",
-                self.table,
-                key.matcher(),
-                self.verdict()
-            );
+            self.rule(script, chain, key);
         }
     }
 
-    /// The port sets and their rules.
-    fn add_port_sets(&self, script: &mut String) {
+    fn rule(&self, script: &mut String, chain: &str, key: SetKey) {
+        let _ = writeln!(
+            script,
+            "add rule inet {} {chain} {} {}",
+            self.table,
+            key.matcher(),
+            self.verdict()
+        );
+    }
+
+    /// The port sets (declarations only).
+    fn declare_port_sets(&self, script: &mut String) {
         let t = &self.table;
         for (name, v4, interval) in PORT_SETS {
-            let (ty, proto) = if v4 {
-                ("ipv4_addr", "ip")
-            } else {
-                ("ipv6_addr", "ip6")
-            };
+            let ty = if v4 { "ipv4_addr" } else { "ipv6_addr" };
             let flags = if interval {
                 "interval, timeout"
             } else {
@@ -219,13 +289,19 @@ impl NftablesFirewall {
                 script,
                 "add set inet {t} {name} {{ type {ty} . inet_proto . inet_service; flags {flags}; }}"
             );
-            for chain in self.chains() {
-                let _ = writeln!(
-                    script,
-                    "add rule inet {t} {chain} {proto} saddr . meta l4proto . th dport @{name} {}",
-                    self.verdict()
-                );
-            }
+        }
+    }
+
+    /// The rules of the port sets in one chain.
+    fn port_rules(&self, script: &mut String, chain: &str) {
+        for (name, v4, _) in PORT_SETS {
+            let proto = if v4 { "ip" } else { "ip6" };
+            let _ = writeln!(
+                script,
+                "add rule inet {} {chain} {proto} saddr . meta l4proto . th dport @{name} {}",
+                self.table,
+                self.verdict()
+            );
         }
     }
 
@@ -236,7 +312,7 @@ impl NftablesFirewall {
         entries: &[PortEntry],
         timeouts: bool,
     ) {
-        let mut by_set: std::collections::BTreeMap<&str, Vec<&PortEntry>> = Default::default();
+        let mut by_set: BTreeMap<&str, Vec<&PortEntry>> = BTreeMap::new();
         for e in entries {
             by_set.entry(port_set(&e.0)).or_default().push(e);
         }
@@ -260,23 +336,30 @@ impl NftablesFirewall {
         }
     }
 
-    fn elements(script: &mut String, table: &str, verb: &str, entries: &[Entry], timeouts: bool) {
-        let mut by_set: std::collections::BTreeMap<SetKey, Vec<&Entry>> = Default::default();
-        for e in entries {
-            by_set.entry(SetKey::of(&e.0)).or_default().push(e);
+    /// Entries by the set that holds them, as (address, timeout ms).
+    fn by_set(
+        entries: &[Entry],
+        alt: bool,
+    ) -> BTreeMap<SetKey, Vec<(std::net::IpAddr, Option<u64>)>> {
+        let mut by_set: BTreeMap<SetKey, Vec<_>> = BTreeMap::new();
+        for (target, remaining) in entries {
+            let timeout = remaining.map(|ms| ms.clamp(1_000, MAX_TIMEOUT_MS) as u64);
+            by_set
+                .entry(SetKey::of(target, alt))
+                .or_default()
+                .push((target.network(), timeout));
         }
+        by_set
+    }
+
+    fn add_elements(
+        batch: &mut netlink::Batch,
+        table: &str,
+        verb: Verb,
+        by_set: BTreeMap<SetKey, Vec<(std::net::IpAddr, Option<u64>)>>,
+    ) {
         for (key, items) in by_set {
-            let _ = write!(script, "{verb} element inet {table} {} {{ ", key.name());
-            for (i, (target, remaining)) in items.into_iter().enumerate() {
-                if i > 0 {
-                    script.push_str(", ");
-                }
-                let _ = write!(script, "{}", target.network());
-                if let (true, Some(ms)) = (timeouts, remaining) {
-                    let _ = write!(script, " timeout {}ms", (*ms).clamp(1_000, MAX_TIMEOUT_MS));
-                }
-            }
-            script.push_str(" }\n");
+            batch.elements(verb, table, &key.name(), items);
         }
     }
 
@@ -290,9 +373,9 @@ impl NftablesFirewall {
             .map(drop)
     }
 
-    /// The script of a full sync: the table is replaced whole, in one
-    /// transaction; and the sets it makes.
-    fn sync_script(&self, entries: &[Entry], ports: &[PortEntry]) -> (String, BTreeSet<SetKey>) {
+    /// The script that rebuilds the table whole, with empty sets for these
+    /// entries (and the host sets); and the sets it makes.
+    fn table_script(&self, entries: &[Entry]) -> (String, BTreeSet<SetKey>) {
         let t = &self.table;
         let mut script = String::with_capacity(entries.len() * 40 + 1_024);
         // `add` first, so deleting a table that is not there is no error.
@@ -303,21 +386,101 @@ impl NftablesFirewall {
         for chain in self.chains() {
             let _ = writeln!(script, "add chain inet {t} {chain} {{ type filter hook {chain} priority {PRIORITY}; policy accept; }}");
         }
-        let mut sets: BTreeSet<SetKey> = [SetKey::hosts(true), SetKey::hosts(false)].into();
-        sets.extend(entries.iter().map(|(n, _)| SetKey::of(n)));
+        let sets = Self::needed(entries, false);
         for key in &sets {
             self.add_set(&mut script, *key);
         }
-        self.add_port_sets(&mut script);
-        Self::elements(&mut script, t, "add", entries, true);
-        Self::port_elements(&mut script, t, "add", ports, true);
+        self.declare_port_sets(&mut script);
+        for chain in self.chains() {
+            self.port_rules(&mut script, chain);
+        }
         (script, sets)
+    }
+
+    /// The sets a list needs: the host sets and one per prefix length.
+    fn needed(entries: &[Entry], alt: bool) -> BTreeSet<SetKey> {
+        [SetKey::hosts(true, alt), SetKey::hosts(false, alt)]
+            .into_iter()
+            .chain(entries.iter().map(|(n, _)| SetKey::of(n, alt)))
+            .collect()
+    }
+
+    /// The table's sets, and whether a full sync can go by swapping set
+    /// generations: one generation of sets with both host sets, and every
+    /// chain there and hooked (the swap rewrites the rules). `None` when
+    /// there is no table. Listing sets and chains, unlike rules, makes nft
+    /// fetch no elements, so this stays quick with a million of them.
+    async fn structure(&self) -> Result<Option<(bool, BTreeSet<SetKey>)>, FirewallError> {
+        let json = match self
+            .runner
+            .run(
+                "nft",
+                &["-t", "-j", "list", "sets", "table", "inet", &self.table],
+                None,
+            )
+            .await
+        {
+            Ok(j) => j,
+            Err(FirewallError::Refused { stderr, .. }) if stderr.contains("No such file") => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let names: Vec<String> = self
+            .items(&json)?
+            .iter()
+            .filter_map(|i| i.get("set")?.get("name")?.as_str())
+            .map(str::to_owned)
+            .collect();
+        let sets: BTreeSet<SetKey> = names.iter().filter_map(|n| SetKey::parse(n)).collect();
+        let port_sets = PORT_SETS
+            .iter()
+            .all(|(name, _, _)| names.iter().any(|n| n == name));
+        let json = self
+            .runner
+            .run("nft", &["-t", "-j", "list", "chains", "inet"], None)
+            .await?;
+        let chains = self.items(&json)?;
+        let hooked = |chain: &str| {
+            chains.iter().filter_map(|i| i.get("chain")).any(|c| {
+                c.get("table").and_then(Value::as_str) == Some(self.table.as_str())
+                    && c.get("name").and_then(Value::as_str) == Some(chain)
+                    && c.get("hook").and_then(Value::as_str) == Some(chain)
+            })
+        };
+        let ok = sets.first().is_some_and(|first| {
+            let alt = first.alt;
+            sets.iter().all(|k| k.alt == alt)
+                && sets.contains(&SetKey::hosts(true, alt))
+                && sets.contains(&SetKey::hosts(false, alt))
+        }) && port_sets
+            && self.chains().into_iter().all(hooked);
+        Ok(Some((ok, sets)))
+    }
+
+    fn items(&self, json: &str) -> Result<Vec<Value>, FirewallError> {
+        let read_err = |detail: String| FirewallError::Read {
+            what: format!("nft table inet {}", self.table),
+            detail,
+        };
+        let mut v: Value = serde_json::from_str(json).map_err(|e| read_err(e.to_string()))?;
+        match v.get_mut("nftables").map(Value::take) {
+            Some(Value::Array(items)) => Ok(items),
+            _ => Err(read_err("no \"nftables\" array".into())),
+        }
     }
 
     /// Whether the listing holds our host sets and, in each chain, exactly
     /// one rule per set of ours, with our verdict.
     fn intact(&self, items: &[Value], sets: &BTreeSet<SetKey>) -> bool {
-        if !sets.contains(&SetKey::hosts(true)) || !sets.contains(&SetKey::hosts(false)) {
+        let Some(alt) = sets.first().map(|k| k.alt) else {
+            return false;
+        };
+        // One generation only (a sync cut short leaves two).
+        if sets.iter().any(|k| k.alt != alt)
+            || !sets.contains(&SetKey::hosts(true, alt))
+            || !sets.contains(&SetKey::hosts(false, alt))
+        {
             return false;
         }
         let chain_ok = |chain: &str| {
@@ -352,10 +515,7 @@ impl NftablesFirewall {
                     == Some(name)
             })
         });
-        if !port_sets {
-            return false;
-        }
-        self.chains().into_iter().all(chain_ok)
+        port_sets && self.chains().into_iter().all(chain_ok)
     }
 }
 
@@ -366,9 +526,61 @@ impl Firewall for NftablesFirewall {
     }
 
     async fn sync(&mut self, entries: &[Entry], ports: &[PortEntry]) -> Result<(), FirewallError> {
-        let (script, sets) = self.sync_script(entries, ports);
+        let t = self.table.clone();
+        let Some((true, old)) = self.structure().await? else {
+            // No table, or a damaged one: rebuilt whole, then filled (the
+            // port sets in the same transaction).
+            let (mut script, sets) = self.table_script(entries);
+            Self::port_elements(&mut script, &t, "add", ports, true);
+            self.transaction(&script).await?;
+            self.sets = sets;
+            self.alt = false;
+            let by_set = Self::by_set(entries, false);
+            return self
+                .commit(move |batch| Self::add_elements(batch, &t, Verb::Add, by_set))
+                .await;
+        };
+        // The old generation filters while the new one is filled; then one
+        // transaction points the rules at the new sets and drops the old.
+        let alt = !old.first().is_some_and(|k| k.alt);
+        let new = Self::needed(entries, alt);
+        let mut script = String::new();
+        for key in &new {
+            script.push_str(&key.declaration(&t));
+        }
         self.transaction(&script).await?;
-        self.sets = sets;
+        let by_set = Self::by_set(entries, alt);
+        let tt = t.clone();
+        if let Err(e) = self
+            .commit(move |batch| Self::add_elements(batch, &tt, Verb::Add, by_set))
+            .await
+        {
+            let mut undo = String::new();
+            for key in &new {
+                let _ = writeln!(undo, "delete set inet {t} {}", key.name());
+            }
+            let _ = self.transaction(&undo).await;
+            return Err(e);
+        }
+        let mut swap = String::new();
+        for chain in self.chains() {
+            let _ = writeln!(swap, "flush chain inet {t} {chain}");
+            for key in &new {
+                self.rule(&mut swap, chain, *key);
+            }
+            self.port_rules(&mut swap, chain);
+        }
+        // The port sets are refilled in the same transaction.
+        for (name, _, _) in PORT_SETS {
+            let _ = writeln!(swap, "flush set inet {t} {name}");
+        }
+        Self::port_elements(&mut swap, &t, "add", ports, true);
+        for key in &old {
+            let _ = writeln!(swap, "delete set inet {t} {}", key.name());
+        }
+        self.transaction(&swap).await?;
+        self.sets = new;
+        self.alt = alt;
         Ok(())
     }
 
@@ -376,24 +588,39 @@ impl Firewall for NftablesFirewall {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut script = String::new();
+        let alt = self.alt;
         let new: BTreeSet<SetKey> = changes
             .add
             .iter()
-            .map(|(n, _)| SetKey::of(n))
+            .map(|(n, _)| SetKey::of(n, alt))
             .filter(|k| !self.sets.contains(k))
             .collect();
-        for key in &new {
-            self.add_set(&mut script, *key);
+        if !new.is_empty() {
+            let mut script = String::new();
+            for key in &new {
+                self.add_set(&mut script, *key);
+            }
+            self.transaction(&script).await?;
+            self.sets.extend(new);
         }
-        let removed: Vec<Entry> = changes.remove.iter().map(|t| (*t, None)).collect();
-        Self::elements(&mut script, &self.table, "delete", &removed, false);
-        Self::elements(&mut script, &self.table, "add", &changes.add, true);
-        let removed: Vec<PortEntry> = changes.ports.remove.iter().map(|k| (*k, None)).collect();
-        Self::port_elements(&mut script, &self.table, "delete", &removed, false);
-        Self::port_elements(&mut script, &self.table, "add", &changes.ports.add, true);
-        self.transaction(&script).await?;
-        self.sets.extend(new);
+        let table = self.table.clone();
+        if !changes.add.is_empty() || !changes.remove.is_empty() {
+            let removed: Vec<Entry> = changes.remove.iter().map(|t| (*t, None)).collect();
+            let removed = Self::by_set(&removed, alt);
+            let added = Self::by_set(&changes.add, alt);
+            self.commit(move |batch| {
+                Self::add_elements(batch, &table, Verb::Delete, removed);
+                Self::add_elements(batch, &table, Verb::Add, added);
+            })
+            .await?;
+        }
+        if !changes.ports.is_empty() {
+            let mut script = String::new();
+            let removed: Vec<PortEntry> = changes.ports.remove.iter().map(|k| (*k, None)).collect();
+            Self::port_elements(&mut script, &self.table, "delete", &removed, false);
+            Self::port_elements(&mut script, &self.table, "add", &changes.ports.add, true);
+            self.transaction(&script).await?;
+        }
         Ok(())
     }
 
@@ -414,15 +641,11 @@ impl Firewall for NftablesFirewall {
             what: format!("nft table inet {}", self.table),
             detail,
         };
-        let v: Value = serde_json::from_str(&json).map_err(|e| read_err(e.to_string()))?;
-        let items = v
-            .get("nftables")
-            .and_then(Value::as_array)
-            .ok_or_else(|| read_err("no \"nftables\" array".into()))?;
+        let items = self.items(&json)?;
         let mut entries = std::collections::BTreeMap::new();
         let mut ports = std::collections::BTreeMap::new();
         let mut sets = BTreeSet::new();
-        for item in items {
+        for item in &items {
             let Some(set) = item.get("set") else { continue };
             let name = set.get("name").and_then(Value::as_str).unwrap_or_default();
             if PORT_SETS.iter().any(|(n, _, _)| *n == name) {
@@ -446,7 +669,10 @@ impl Firewall for NftablesFirewall {
                 entries.insert(net, left);
             }
         }
-        let intact = self.intact(items, &sets);
+        let intact = self.intact(&items, &sets);
+        if let Some(k) = sets.first() {
+            self.alt = k.alt;
+        }
         self.sets = sets;
         Ok(Readback {
             intact,
@@ -602,11 +828,7 @@ mod tests {
 
     #[test]
     fn each_prefix_length_has_its_own_set() {
-        let mut s = String::new();
-        NftablesFirewall::elements(
-            &mut s,
-            "fleetban",
-            "add",
+        let by_set = NftablesFirewall::by_set(
             &[
                 ("192.0.2.1/32".parse().expect("net"), Some(5_000)),
                 ("2001:db8::/64".parse().expect("net"), None),
@@ -617,20 +839,41 @@ mod tests {
                     Some(MAX_TIMEOUT_MS * 2),
                 ),
             ],
-            true,
+            false,
         );
+        let shown: Vec<String> = by_set
+            .iter()
+            .map(|(k, items)| format!("{} {items:?}", k.name()))
+            .collect();
         assert_eq!(
-            s,
-            "add element inet fleetban net6_64 { 2001:db8:: }\n\
-             add element inet fleetban host6 { 2001:db8::1 timeout 1728000000ms }\n\
-             add element inet fleetban net4_30 { 192.0.2.0 timeout 1000ms, 198.51.100.0 }\n\
-             add element inet fleetban host4 { 192.0.2.1 timeout 5000ms }\n"
+            shown,
+            vec![
+                "net6_64 [(2001:db8::, None)]",
+                "host6 [(2001:db8::1, Some(1728000000))]",
+                "net4_30 [(192.0.2.0, Some(1000)), (198.51.100.0, None)]",
+                "host4 [(192.0.2.1, Some(5000))]",
+            ]
         );
-        for name in ["host4", "host6", "net4_24", "net6_48"] {
+        for name in [
+            "host4",
+            "host6",
+            "net4_24",
+            "net6_48",
+            "host4_b",
+            "net6_48_b",
+        ] {
             assert_eq!(SetKey::parse(name).map(SetKey::name).as_deref(), Some(name));
         }
         for bad in [
-            "net4_32", "net4_0", "net6_128", "net5_8", "net4_024", "other",
+            "net4_32",
+            "net4_0",
+            "net6_128",
+            "net5_8",
+            "net4_024",
+            "other",
+            "host4_c",
+            "net4_b",
+            "host4_b_b",
         ] {
             assert_eq!(SetKey::parse(bad), None, "{bad}");
         }
@@ -646,7 +889,7 @@ mod tests {
             verdict: Verdict::Reject,
             forward: true,
         });
-        let (s, sets) = fw.sync_script(&[("10.0.0.0/8".parse().expect("net"), None)], &[]);
+        let (s, sets) = fw.table_script(&[("10.0.0.0/8".parse().expect("net"), None)]);
         assert_eq!(sets.len(), 3);
         assert!(
             s.starts_with("add table inet fb\ndelete table inet fb\nadd table inet fb\n"),
@@ -667,7 +910,7 @@ mod tests {
             ),
             "{s}"
         );
-        let (s, _) = NftablesFirewall::new("fb".into()).sync_script(&[], &[]);
+        let (s, _) = NftablesFirewall::new("fb".into()).table_script(&[]);
         assert!(!s.contains("forward"), "{s}");
         assert!(
             s.contains("add rule inet fb input ip6 saddr @host6 drop\n"),
@@ -756,7 +999,9 @@ mod kernel_tests {
             return;
         }
         let ns = crate::firewall::suite::Namespace::new("fbnft");
-        let mut fw = NftablesFirewall::new("fleetban".into()).with_wrapper(ns.wrapper());
+        let mut fw = NftablesFirewall::new("fleetban".into())
+            .with_wrapper(ns.wrapper())
+            .with_netns(ns.path());
         crate::firewall::suite::run(&mut fw, &ns).await;
 
         // The rules really are there, hooked on input; flush removes them.
@@ -783,6 +1028,53 @@ mod kernel_tests {
             ruleset.contains("192.0.2.9 timeout 1m") || ruleset.contains("192.0.2.9 timeout 60s"),
             "{ruleset}"
         );
+        // A batch the kernel refuses (removing an element it does not hold)
+        // is named in the error and applies nothing, not even its additions.
+        let err = fw
+            .apply(&Changes {
+                add: vec![("192.0.2.77/32".parse().expect("net"), Some(60_000))],
+                remove: vec!["203.0.113.200/32".parse().expect("net")],
+                ..Changes::default()
+            })
+            .await
+            .expect_err("absent element");
+        assert!(
+            err.to_string()
+                .contains("refused to delete 1 elements in set host4"),
+            "{err}"
+        );
+        let held = fw.list().await.expect("list");
+        assert!(
+            !held.contains(&"192.0.2.77/32".parse().expect("net")),
+            "{held:?}"
+        );
+        assert!(
+            held.contains(&"192.0.2.9/32".parse().expect("net")),
+            "{held:?}"
+        );
+        // A full sync over the intact table fills the other generation of
+        // sets and points the rules at it; the old sets are gone.
+        let before = ns.sh("nft list ruleset");
+        fw.sync(
+            &[("203.0.113.8/32".parse().expect("net"), Some(60_000))],
+            &[],
+        )
+        .await
+        .expect("sync again");
+        let after = ns.sh("nft list ruleset");
+        let (old, new) = if before.contains("set host4_b") {
+            ("host4_b", "host4 ")
+        } else {
+            ("host4 ", "host4_b")
+        };
+        assert!(after.contains(&format!("set {new}")), "{after}");
+        assert!(!after.contains(&format!("set {old}")), "{after}");
+        assert!(!after.contains("net4_24"), "{after}");
+        assert_eq!(
+            fw.list().await.expect("list"),
+            vec!["203.0.113.8/32".parse::<IpNet>().expect("net")]
+        );
+        assert!(fw.read().await.expect("read").intact);
         // A rule deleted by hand makes the table not intact.
         assert!(fw.read().await.expect("read").intact);
         ns.sh("nft flush chain inet fleetban input");

@@ -38,6 +38,11 @@ impl Namespace {
     }
 
     /// `ip netns exec NS`, for [`super::command::Runner`].
+    /// The namespace's file, for entering it (`setns`).
+    pub(crate) fn path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/run/netns").join(&self.name)
+    }
+
     pub(crate) fn wrapper(&self) -> Vec<String> {
         vec![
             "ip".into(),

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::store::{Decision, NewEvent};
+use crate::store::{Decision, FirewallState, NewEvent};
 
 pub fn decision(d: &Decision) -> pb::Decision {
     pb::Decision {
@@ -32,6 +32,28 @@ fn port_scope(d: &Decision) -> Option<pb::PortScope> {
             warn!(decision = d.id, ports = %d.ports, error = %e, "stored port scope unreadable; sent as all traffic");
             None
         }
+    }
+}
+
+/// Longest firewall backend name kept from a heartbeat.
+const BACKEND_MAX: usize = 32;
+
+/// A heartbeat's firewall state; a backend name that is not a short word
+/// is kept as `other` rather than stored as sent.
+pub fn firewall(f: &pb::FirewallState) -> FirewallState {
+    let plausible = !f.backend.is_empty()
+        && f.backend.len() <= BACKEND_MAX
+        && f.backend
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    FirewallState {
+        enforced: f.enforced,
+        drift_total: f.drift_total,
+        backend: if plausible {
+            f.backend.clone()
+        } else {
+            "other".to_owned()
+        },
     }
 }
 
@@ -133,4 +155,25 @@ fn local_ban(agent_id: &str, b: &pb::LocalBan) -> Result<LocalBan, String> {
             .map_err(|e| format!("ports: {e}"))?
             .to_string(),
     })
+}
+
+#[cfg(test)]
+mod firewall_tests {
+    use super::*;
+
+    #[test]
+    fn odd_backend_names_are_not_stored_as_sent() {
+        let f = |backend: &str| {
+            firewall(&pb::FirewallState {
+                enforced: 3,
+                drift_total: 1,
+                backend: backend.into(),
+            })
+        };
+        assert_eq!(f("nftables").backend, "nftables");
+        assert_eq!(f("nftables").enforced, 3);
+        for odd in ["", "<script>", "a b", &"x".repeat(33)] {
+            assert_eq!(f(odd).backend, "other", "{odd:?}");
+        }
+    }
 }

@@ -384,7 +384,10 @@ impl Session {
                 }
             }
             Some(AgentMsg::Applied(a)) => self.seen(Some(a.version)).await,
-            Some(AgentMsg::Heartbeat(_)) => self.seen(None).await,
+            Some(AgentMsg::Heartbeat(h)) => match h.firewall {
+                Some(f) => self.firewall(convert::firewall(&f)).await,
+                None => self.seen(None).await,
+            },
             Some(AgentMsg::Hello(_)) => Err(self
                 .fail(ServiceError::Invalid(
                     "Hello may only be sent once per stream".into(),
@@ -424,6 +427,13 @@ impl Session {
             self.service.agent_unban(id, u.target).await?;
         }
         self.service.report(id, group, events, rest).await.map(drop)
+    }
+
+    async fn firewall(&self, state: crate::store::FirewallState) -> Result<(), Closed> {
+        match self.service.agent_firewall(&self.agent_id, &state).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e).await),
+        }
     }
 
     async fn seen(&self, applied: Option<u64>) -> Result<(), Closed> {

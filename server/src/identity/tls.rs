@@ -31,6 +31,34 @@ fn hostname_of_host() -> Result<String, std::io::Error> {
     Ok(h.trim().to_owned())
 }
 
+/// The gRPC URL agents are told to enroll with: the listening address when
+/// it is a specific, non-loopback one the certificate names, else the
+/// certificate's first name that is not a loopback one, else its first
+/// name, with the port the server listens on.
+pub fn agent_url(names: &[String], listen: SocketAddr) -> Option<String> {
+    let loopback = |n: &str| {
+        n == "localhost"
+            || n.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+    };
+    let ip = listen.ip();
+    let host = if !ip.is_unspecified() && !ip.is_loopback() && names.contains(&ip.to_string()) {
+        ip.to_string()
+    } else {
+        names
+            .iter()
+            .find(|n| !loopback(n))
+            .or_else(|| names.first())?
+            .clone()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Some(format!("https://{host}:{}", listen.port()))
+}
+
 /// The TLS setup of the gRPC port.
 pub struct ServerTls {
     pub config: ServerTlsConfig,
@@ -62,5 +90,45 @@ pub fn plaintext_allowed(addr: &SocketAddr) -> bool {
     match addr.ip() {
         IpAddr::V4(a) => a.is_loopback(),
         IpAddr::V6(a) => a.is_loopback(),
+    }
+}
+
+#[cfg(test)]
+mod agent_url_tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn agents_are_told_a_name_they_can_reach() {
+        let any: SocketAddr = "0.0.0.0:50051".parse().expect("addr");
+        let on: SocketAddr = "198.18.1.1:7000".parse().expect("addr");
+        let n = names(&["localhost", "fleet.example", "127.0.0.1", "::1"]);
+        assert_eq!(
+            agent_url(&n, any).as_deref(),
+            Some("https://fleet.example:50051")
+        );
+        let mut with_ip = n.clone();
+        with_ip.push("198.18.1.1".into());
+        assert_eq!(
+            agent_url(&with_ip, on).as_deref(),
+            Some("https://198.18.1.1:7000")
+        );
+        // A listening address the certificate does not name is not used.
+        assert_eq!(
+            agent_url(&n, on).as_deref(),
+            Some("https://fleet.example:7000")
+        );
+        assert_eq!(
+            agent_url(&names(&["localhost", "2001:db8::1"]), any).as_deref(),
+            Some("https://[2001:db8::1]:50051")
+        );
+        assert_eq!(
+            agent_url(&names(&["localhost"]), any).as_deref(),
+            Some("https://localhost:50051")
+        );
+        assert_eq!(agent_url(&[], any), None);
     }
 }

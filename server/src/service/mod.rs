@@ -18,7 +18,7 @@ use tracing::{debug, info};
 
 use crate::metrics::Metrics;
 use crate::policy_config::PolicySeed;
-use crate::store::{AgentInfo, Decision, FactsQuery, NewEvent, Store, StoreError};
+use crate::store::{AgentInfo, Decision, FactsQuery, FirewallState, NewEvent, Store, StoreError};
 
 pub use blocklist::{applies_to, BlockListUpdate, Snapshot};
 pub use feeds::FeedReport;
@@ -244,6 +244,18 @@ impl Service {
     ) -> Result<(), ServiceError> {
         self.store
             .touch_agent(agent_id, self.clock.now(), applied_version)
+            .await?;
+        Ok(())
+    }
+
+    /// Records an agent's heartbeat with its firewall's state.
+    pub async fn agent_firewall(
+        &self,
+        agent_id: &str,
+        state: &FirewallState,
+    ) -> Result<(), ServiceError> {
+        self.store
+            .record_firewall(agent_id, self.clock.now(), state)
             .await?;
         Ok(())
     }

@@ -76,6 +76,23 @@ pub struct AgentRecord {
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub applied_version: u64,
+    /// The firewall's state as last reported; `None` until the agent
+    /// reports one.
+    pub firewall: Option<FirewallState>,
+    /// When the oldest decision it has yet to apply was made; `None` when
+    /// it is up to date.
+    pub behind_since: Option<DateTime<Utc>>,
+}
+
+/// What an agent's firewall enforces, as its heartbeat reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallState {
+    /// Entries the kernel holds for the block list.
+    pub enforced: u64,
+    /// Drift found and repaired since the agent started.
+    pub drift_total: u64,
+    /// `nftables`, `ipset` or `log`.
+    pub backend: String,
 }
 
 /// One failure seen by an agent.
@@ -209,6 +226,13 @@ pub trait Store: IdentityStore + ApiStore + Send + Sync + 'static {
         id: &str,
         now: DateTime<Utc>,
         applied_version: Option<u64>,
+    ) -> Result<(), StoreError>;
+    /// Marks an agent as seen, with its firewall's state.
+    async fn record_firewall(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        state: &FirewallState,
     ) -> Result<(), StoreError>;
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
     /// Stores events whose id is new; returns how many were new.
@@ -434,6 +458,31 @@ fn to_version(v: i64) -> Result<u64, StoreError> {
 
 fn from_version(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A count as stored (BIGINT), saturating.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An agent's firewall columns: all NULL until it first reports.
+fn firewall_state(
+    enforced: Option<i64>,
+    drift_total: Option<i64>,
+    backend: Option<String>,
+) -> Result<Option<FirewallState>, StoreError> {
+    let (Some(enforced), Some(drift_total), Some(backend)) = (enforced, drift_total, backend)
+    else {
+        return Ok(None);
+    };
+    let n = |v: i64, what: &str| {
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {what} {v}")))
+    };
+    Ok(Some(FirewallState {
+        enforced: n(enforced, "enforced count")?,
+        drift_total: n(drift_total, "drift count")?,
+        backend,
+    }))
 }
 
 #[cfg(test)]

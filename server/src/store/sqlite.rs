@@ -17,9 +17,9 @@ use sqlx::Row;
 use fleetban_policy::JailRule;
 
 use super::{
-    facts, feed_creator, from_version, jail_rule, parse_origin, parse_target, redact, seconds,
-    to_version, AgentInfo, AgentRecord, Decide, Decision, DecisionKind, FactsQuery, FeedStatus,
-    NewEvent, PlanFeed, Store, StoreError,
+    count, facts, feed_creator, firewall_state, from_version, jail_rule, parse_origin,
+    parse_target, redact, seconds, to_version, AgentInfo, AgentRecord, Decide, Decision,
+    DecisionKind, FactsQuery, FeedStatus, FirewallState, NewEvent, PlanFeed, Store, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -226,9 +226,36 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn record_firewall(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        state: &FirewallState,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE agents SET last_seen = ?2, enforced = ?3, drift_total = ?4, firewall_backend = ?5 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(ms(now))
+        .bind(count(state.enforced))
+        .bind(count(state.drift_total))
+        .bind(&state.backend)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownAgent(id.to_owned()));
+        }
+        Ok(())
+    }
+
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        // The oldest decision an agent has yet to apply is the one right
+        // after its applied version (versions are unique and indexed).
         let rows = sqlx::query(
-            "SELECT id, hostname, version, jails, first_seen, last_seen, applied_version, agent_group FROM agents ORDER BY id",
+            "SELECT id, hostname, version, jails, first_seen, last_seen, applied_version, agent_group, \
+             enforced, drift_total, firewall_backend, \
+             (SELECT d.created_at FROM decisions d WHERE d.version > agents.applied_version ORDER BY d.version LIMIT 1) AS behind_since \
+             FROM agents ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -250,6 +277,15 @@ impl Store for SqliteStore {
                     first_seen: time(r.try_get("first_seen")?)?,
                     last_seen: time(r.try_get("last_seen")?)?,
                     applied_version: to_version(r.try_get("applied_version")?)?,
+                    firewall: firewall_state(
+                        r.try_get("enforced")?,
+                        r.try_get("drift_total")?,
+                        r.try_get("firewall_backend")?,
+                    )?,
+                    behind_since: r
+                        .try_get::<Option<i64>, _>("behind_since")?
+                        .map(time)
+                        .transpose()?,
                 })
             })
             .collect()

@@ -71,10 +71,61 @@ pub(crate) async fn agents_are_recorded(s: Arc<dyn Store>) {
     assert_eq!(all[0].first_seen, t(0));
     assert_eq!(all[0].last_seen, t(9));
     assert_eq!(all[0].applied_version, 7);
+    assert_eq!(all[0].firewall, None, "no firewall state before a report");
     assert!(matches!(
         s.touch_agent("nobody", t(9), None).await,
         Err(StoreError::UnknownAgent(_))
     ));
+}
+
+pub(crate) async fn agent_firewall_state_is_recorded(s: Arc<dyn Store>) {
+    s.upsert_agent(&agent("a"), t(0)).await.expect("upsert");
+    let state = FirewallState {
+        enforced: 12,
+        drift_total: 3,
+        backend: "nftables".into(),
+    };
+    s.record_firewall("a", t(4), &state)
+        .await
+        .expect("record firewall");
+    // A plain heartbeat or an applied version keeps the last report.
+    s.touch_agent("a", t(6), Some(0)).await.expect("touch");
+    let all = s.agents().await.expect("agents");
+    assert_eq!(all[0].firewall.as_ref(), Some(&state));
+    assert_eq!(all[0].last_seen, t(6));
+    assert!(matches!(
+        s.record_firewall("nobody", t(9), &state).await,
+        Err(StoreError::UnknownAgent(_))
+    ));
+}
+
+pub(crate) async fn agents_behind_say_since_when(s: Arc<dyn Store>) {
+    s.upsert_agent(&agent("a"), t(0)).await.expect("upsert");
+    assert_eq!(s.agents().await.expect("agents")[0].behind_since, None);
+    let first = s
+        .record_decision(&ban("192.0.2.1", None), t(10))
+        .await
+        .expect("first");
+    s.record_decision(&ban("192.0.2.2", None), t(20))
+        .await
+        .expect("second");
+    // Behind both: since the first was made.
+    assert_eq!(
+        s.agents().await.expect("agents")[0].behind_since,
+        Some(t(10))
+    );
+    s.touch_agent("a", t(21), Some(first.version))
+        .await
+        .expect("applied the first");
+    assert_eq!(
+        s.agents().await.expect("agents")[0].behind_since,
+        Some(t(20))
+    );
+    let now = s.block_list_version().await.expect("version");
+    s.touch_agent("a", t(22), Some(now))
+        .await
+        .expect("applied all");
+    assert_eq!(s.agents().await.expect("agents")[0].behind_since, None);
 }
 
 pub(crate) async fn events_are_stored_once(s: Arc<dyn Store>) {
@@ -1057,6 +1108,8 @@ store_suite!(
     feeds_sync_and_report,
     policies_are_seeded_once_and_versioned,
     agents_are_recorded,
+    agent_firewall_state_is_recorded,
+    agents_behind_say_since_when,
     events_are_stored_once,
     decisions_are_versioned_and_revoked,
     expired_bans_are_not_active,

@@ -39,6 +39,9 @@ impl TestClock {
     }
 }
 
+/// The gRPC URL the test API tells new agents.
+pub const AGENT_URL: &str = "https://fleet.example:50051";
+
 pub fn t0() -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000, 0).single().expect("time")
 }
@@ -144,6 +147,7 @@ impl Api {
             accounts: accounts.clone(),
             identities: identities.clone(),
             feeds: Arc::new(Vec::new()),
+            agent_url: Some(AGENT_URL.to_owned()),
         });
         let router = fleetban_server::http::router(service.clone(), state);
         Some(Api {

@@ -8,7 +8,7 @@ import { get } from "../api";
 import { useCan } from "../auth";
 import { Chart } from "../components/Chart";
 import { Badge, ErrorNote } from "../components/Status";
-import { ago, count, prefixOf } from "../format";
+import { ago, behind, count, prefixOf, span } from "../format";
 import { useLoad } from "../hooks";
 import { useLiveReload } from "../live";
 import { onLink } from "../router";
@@ -127,7 +127,9 @@ export function Overview() {
 
   const list = agents.data ?? [];
   const online = list.filter((a) => a.health === "online").length;
-  const maxLag = list.reduce((m, a) => Math.max(m, a.lag), 0);
+  // Propagation delay: the agent furthest behind, in time since the oldest
+  // decision it has yet to apply, and in versions.
+  const worst = list.filter((a) => !a.revoked_at).reduce<Agent | null>((w, a) => (!w || a.lag_seconds > w.lag_seconds || (a.lag_seconds === w.lag_seconds && a.lag > w.lag) ? a : w), null);
   const activeCount = active.data ? `${count(active.data.items.length)}${active.data.next_cursor ? "+" : ""}` : "…";
 
   return (
@@ -139,7 +141,13 @@ export function Overview() {
         <Counter id="bans-24h" label="bans in 24 h" value={stats.data ? count(sum(stats.data.d)) : "…"} />
         {events && <Counter id="events-24h" label="failures in 24 h" value={stats.data ? count(sum(stats.data.e)) : "…"} />}
         {agentsOk && <Counter id="agents-online" label="agents online" value={agents.data ? `${online} / ${list.length}` : "…"} />}
-        {agentsOk && <Counter id="agents-lag" label="most versions behind" value={agents.data ? String(maxLag) : "…"} />}
+        {agentsOk && (
+          <Counter
+            id="agents-lag"
+            label={worst && worst.lag > 0 ? `propagation delay (${count(worst.lag)} version${worst.lag === 1 ? "" : "s"} behind, ${worst.id})` : "propagation delay (every agent up to date)"}
+            value={agents.data ? (worst && worst.lag > 0 ? span(worst.lag_seconds) : "0s") : "…"}
+          />
+        )}
       </div>
       {chart && (
         <div class="charts">
@@ -204,7 +212,7 @@ export function Overview() {
                 {a.hostname && a.hostname !== a.id && <span class="muted"> on {a.hostname}</span>}
                 <span class="muted">
                   {" "}
-                  · seen {ago(a.last_seen)} · {a.lag} behind
+                  · seen {ago(a.last_seen)} · {behind(a)}
                 </span>
               </li>
             ))}

@@ -9,7 +9,19 @@ import { ago, time } from "../format";
 import { useLoad } from "../hooks";
 import type { Token } from "../types";
 
-const SCOPES = ["decisions:read", "decisions:write", "events:read", "agents:read", "stats:read", "audit:read"];
+// Every scope an API token may hold (server/src/auth/scope.rs); managing
+// users, tokens and bouncer keys takes a signed-in admin, never a token.
+const SCOPES = [
+  "decisions:read",
+  "decisions:write",
+  "events:read",
+  "agents:read",
+  "agents:write",
+  "policies:read",
+  "policies:write",
+  "stats:read",
+  "audit:read",
+];
 
 function state(t: Token): string {
   if (t.revoked_at) return "revoked";

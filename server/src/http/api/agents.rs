@@ -168,6 +168,11 @@ pub struct CreatedEnrollmentToken {
     pub group: Option<String>,
     pub expires_at: DateTime<Utc>,
     pub max_uses: u32,
+    /// The gRPC URL agents enroll and connect with
+    /// (`fleetban-agent enroll --server`): `[tls] agent_url`, or made from
+    /// the server certificate's first name that is not a loopback one and
+    /// the gRPC port.
+    pub server_url: Option<String>,
 }
 
 /// The lifetime asked for, within bounds.
@@ -230,6 +235,7 @@ pub async fn create_token(
             group: made.group,
             expires_at: made.expires_at,
             max_uses: made.max_uses,
+            server_url: state.agent_url.clone(),
         }),
     ))
 }

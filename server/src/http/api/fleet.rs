@@ -35,9 +35,38 @@ pub struct AgentView {
     pub applied_version: u64,
     /// Block-list versions it is behind.
     pub lag: u64,
+    /// How long it has been behind: seconds since the oldest decision it
+    /// has yet to apply was made; 0 when it is up to date.
+    pub lag_seconds: i64,
+    /// Its agent group ('' for none).
+    pub group: String,
+    /// When it was revoked; absent while it may connect.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// What its firewall enforces, as its last heartbeat reported;
+    /// absent until it reports.
+    pub firewall: Option<FirewallView>,
 }
 
-fn agent_view(a: &AgentRecord, now: DateTime<Utc>, current: u64) -> AgentView {
+/// An agent's firewall, as its heartbeat reports it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FirewallView {
+    /// Entries the kernel holds for the block list.
+    pub enforced: u64,
+    /// Differences between the kernel and the block list found and
+    /// repaired since the agent started.
+    pub drift_total: u64,
+    /// `nftables`, `ipset` or `log`.
+    pub backend: String,
+}
+
+/// An agent as the API shows it (pure, for tests): `revoked_at` comes from
+/// its enrollment.
+pub fn agent_view(
+    a: &AgentRecord,
+    revoked_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    current: u64,
+) -> AgentView {
     AgentView {
         id: a.info.id.clone(),
         hostname: a.info.hostname.clone(),
@@ -53,7 +82,29 @@ fn agent_view(a: &AgentRecord, now: DateTime<Utc>, current: u64) -> AgentView {
         .to_owned(),
         applied_version: a.applied_version,
         lag: current.saturating_sub(a.applied_version),
+        lag_seconds: a.behind_since.map_or(0, |t| (now - t).num_seconds().max(0)),
+        group: a.info.group.clone(),
+        revoked_at,
+        firewall: a.firewall.as_ref().map(|f| FirewallView {
+            enforced: f.enforced,
+            drift_total: f.drift_total,
+            backend: f.backend.clone(),
+        }),
     }
+}
+
+/// Revocation times by agent id, from the enrollments.
+async fn revocations(
+    state: &ApiState,
+) -> Result<std::collections::HashMap<String, DateTime<Utc>>, ApiError> {
+    Ok(state
+        .service
+        .store()
+        .enrollments()
+        .await?
+        .into_iter()
+        .filter_map(|e| e.revoked_at.map(|t| (e.agent_id, t)))
+        .collect())
 }
 
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents", security(("bearer" = [])),
@@ -66,12 +117,13 @@ pub async fn agents(
     let store = state.service.store();
     let current = store.block_list_version().await?;
     let now = state.accounts.now();
+    let revoked = revocations(&state).await?;
     Ok(Json(
         store
             .agents()
             .await?
             .iter()
-            .map(|a| agent_view(a, now, current))
+            .map(|a| agent_view(a, revoked.get(&a.info.id).copied(), now, current))
             .collect(),
     ))
 }
@@ -88,12 +140,13 @@ pub async fn agent(
     let store = state.service.store();
     let current = store.block_list_version().await?;
     let now = state.accounts.now();
+    let revoked = revocations(&state).await?;
     store
         .agents()
         .await?
         .iter()
         .find(|a| a.info.id == id)
-        .map(|a| Json(agent_view(a, now, current)))
+        .map(|a| Json(agent_view(a, revoked.get(&id).copied(), now, current)))
         .ok_or_else(|| ApiError::not_found(format!("agent {id:?} not found")))
 }
 

@@ -48,6 +48,9 @@ pub struct ApiState {
     pub identities: Arc<Identities>,
     /// The feeds this server imports, as configured.
     pub feeds: Arc<Vec<FeedConfig>>,
+    /// The gRPC URL agents reach this server by, shown with new enrollment
+    /// tokens; `None` when unknown (plaintext mode).
+    pub agent_url: Option<String>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {

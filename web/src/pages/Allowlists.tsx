@@ -1,0 +1,140 @@
+// Allowlists: networks never banned, fleet-wide or for one agent group.
+// Correlation and the agents refuse to ban them; operators and admins add
+// and remove entries, viewers read.
+
+import { useState } from "preact/hooks";
+import { del, get, post, withQuery } from "../api";
+import { useCan } from "../auth";
+import { Dialog } from "../components/Dialog";
+import { describe, ErrorNote } from "../components/Status";
+import { useLoad } from "../hooks";
+import type { Allowlists as Lists } from "../types";
+
+interface Entry {
+  network: string;
+  group: string | null;
+}
+
+function entries(l: Lists): Entry[] {
+  const out: Entry[] = l.global.map((network) => ({ network, group: null }));
+  for (const [group, nets] of Object.entries(l.groups)) for (const network of nets) out.push({ network, group });
+  return out;
+}
+
+export function Allowlists() {
+  const lists = useLoad(() => get<Lists>("/api/v1/allowlists"), []);
+  const canWrite = useCan("policies:write");
+  const [network, setNetwork] = useState("");
+  const [group, setGroup] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [removing, setRemoving] = useState<Entry | null>(null);
+  const [removeError, setRemoveError] = useState<string | null>(null);
+  const add = async () => {
+    setBusy(true);
+    try {
+      await post("/api/v1/allowlists", { network: network.trim(), group: group.trim() || null });
+      setNetwork("");
+      setError(null);
+      lists.reload();
+    } catch (e) {
+      setError(describe(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const list = lists.data ? entries(lists.data) : [];
+  return (
+    <section>
+      <h1>Allowlists</h1>
+      <p class="muted">
+        Addresses and prefixes here are never banned: fleet-wide, or for the agents of one group. A manual ban of one is refused; bans already in force stay
+        until revoked.
+      </p>
+      {canWrite && (
+        <form
+          class="filters"
+          aria-label="Add to an allowlist"
+          onSubmit={(e) => {
+            e.preventDefault();
+            void add();
+          }}
+        >
+          <label>
+            Address or CIDR
+            <input name="network" required value={network} onInput={(e) => setNetwork(e.currentTarget.value)} placeholder="10.0.0.0/8" />
+          </label>
+          <label>
+            Group (empty: fleet-wide)
+            <input name="group" value={group} onInput={(e) => setGroup(e.currentTarget.value)} placeholder="web" />
+          </label>
+          <button type="submit" class="primary" disabled={busy}>
+            Add
+          </button>
+        </form>
+      )}
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      <ErrorNote error={lists.error} />
+      <div class="table-wrap">
+        <table data-testid="allowlists">
+          <thead>
+            <tr>
+              <th scope="col">Network</th>
+              <th scope="col">Applies to</th>
+              {canWrite && <th scope="col">Actions</th>}
+            </tr>
+          </thead>
+          <tbody>
+            {list.map((e) => (
+              <tr key={`${e.group ?? ""}|${e.network}`} data-network={e.network}>
+                <td>
+                  <code>{e.network}</code>
+                </td>
+                <td>{e.group === null ? "the whole fleet" : `group ${e.group}`}</td>
+                {canWrite && (
+                  <td>
+                    <button type="button" class="danger small" aria-label={`Remove ${e.network}`} onClick={() => setRemoving(e)}>
+                      Remove
+                    </button>
+                  </td>
+                )}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {!lists.loading && list.length === 0 && <p class="muted">No allowlist entry.</p>}
+      {lists.data && <p class="muted small">Policy version {lists.data.policy_version}.</p>}
+      {removing && (
+        <Dialog
+          title={`Remove ${removing.network}`}
+          submitLabel="Remove"
+          danger
+          error={removeError}
+          onClose={() => {
+            setRemoving(null);
+            setRemoveError(null);
+          }}
+          onSubmit={() =>
+            del(withQuery("/api/v1/allowlists", { network: removing.network, group: removing.group })).then(
+              () => {
+                setRemoving(null);
+                setRemoveError(null);
+                lists.reload();
+              },
+              (e) => setRemoveError(describe(e)),
+            )
+          }
+        >
+          <p>
+            {removing.network} can be banned again {removing.group === null ? "anywhere in the fleet" : `on group ${removing.group}'s agents`}.
+          </p>
+        </Dialog>
+      )}
+    </section>
+  );
+}
