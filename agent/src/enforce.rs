@@ -131,7 +131,9 @@ pub const STATUS_BANS: usize = 10_000;
 
 /// How the enforcer is set up.
 pub struct EnforceOptions {
-    pub guard: Guard,
+    /// The current guard; the agent replaces it when the host's or the
+    /// server's addresses change.
+    pub guard: tokio::sync::watch::Receiver<Guard>,
     /// Refuse bans of the operator's SSH client ([`EnforceCmd::Manual`]).
     pub protect_ssh_client: bool,
     /// Where the block list is saved; `None`: not saved.
@@ -285,7 +287,7 @@ impl Enforcer {
 
     /// Whether `target` may be banned; a refusal is logged and counted.
     fn allowed(&self, target: &IpNet, by: &str) -> bool {
-        match self.opts.guard.check(target) {
+        match self.opts.guard.borrow().check(target) {
             Ok(()) => true,
             Err(e) => {
                 warn!(%target, by, reason = %e, "ban refused");
@@ -381,7 +383,11 @@ impl Enforcer {
         reason: String,
         ssh_client: Option<IpAddr>,
     ) -> Result<String, String> {
-        self.opts.guard.check(&target).map_err(|e| e.to_string())?;
+        self.opts
+            .guard
+            .borrow()
+            .check(&target)
+            .map_err(|e| e.to_string())?;
         if let (true, Some(client)) = (self.opts.protect_ssh_client, ssh_client) {
             let mut g = Guard::new(1, 1);
             g.protect_ip(client, "your SSH client");
@@ -769,7 +775,7 @@ mod tests {
             "the allowlisted network",
         );
         EnforceOptions {
-            guard,
+            guard: tokio::sync::watch::channel(guard).1,
             protect_ssh_client: true,
             state_file: state,
             reconcile_interval: Duration::from_secs(3600),
@@ -835,6 +841,29 @@ mod tests {
         assert_eq!(*applied_rx.borrow(), 8);
         stop.cancel();
         handle.await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn a_new_guard_protects_addresses_from_then_on() {
+        let mut o = opts(None);
+        let mut guard = Guard::new(8, 32);
+        let (tx, rx) = tokio::sync::watch::channel(guard.clone());
+        o.guard = rx;
+        let mut e = Enforcer::start(Box::new(LogFirewall::default()), o)
+            .await
+            .expect("start");
+        let ban = |reply| EnforceCmd::Manual {
+            target: net("192.0.2.44/32"),
+            expires_ms: Some(now_ms() + 600_000),
+            reason: "by hand".into(),
+            ssh_client: None,
+            reply,
+        };
+        // The host gained 192.0.2.44 (DHCP, a new interface).
+        guard.protect_ip("192.0.2.44".parse().expect("ip"), "this host's address");
+        tx.send_replace(guard);
+        let refused = ask(&mut e, ban).await.expect_err("now protected");
+        assert!(refused.contains("this host's address"), "{refused}");
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ pub enum Refusal {
 }
 
 /// Networks never to block, each with what it is, and the prefix limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guard {
     protected: Vec<(IpNet, &'static str)>,
     widest_v4: u8,

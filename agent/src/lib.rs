@@ -89,8 +89,9 @@ pub async fn run(
     let backend = firewall.name();
     let control = control::bind(&config.control_socket).await?;
     // The saved block list is enforced before the server is contacted.
+    let (guard_tx, guard_rx) = watch::channel(guard(&config).await);
     let options = EnforceOptions {
-        guard: guard(&config).await,
+        guard: guard_rx,
         protect_ssh_client: config.firewall.protect_ssh_client,
         state_file: Some(config.state_dir.join("blocklist.json")),
         reconcile_interval: config.firewall.reconcile_interval,
@@ -105,6 +106,7 @@ pub async fn run(
                 source,
             })?;
     let stop = CancellationToken::new();
+    tokio::spawn(refresh_guard(config.clone(), guard_tx, stop.clone()));
     let (enforce_tx, enforce_rx) = mpsc::channel(1024);
     let (applied_tx, applied_rx) = watch::channel(enforcer.fleet_version());
     let enforcer = tokio::spawn(enforcer.run(enforce_rx, applied_tx, stop.clone()));
@@ -287,6 +289,33 @@ async fn guard(config: &AgentConfig) -> guard::Guard {
         }
     }
     g
+}
+
+/// How often the host's and the server's addresses are read again.
+const GUARD_REFRESH: Duration = Duration::from_secs(30);
+
+/// Reads the protected addresses again now and then (an address from DHCP,
+/// a new interface, the server moved in DNS), so a ban never covers them.
+async fn refresh_guard(
+    config: AgentConfig,
+    tx: watch::Sender<guard::Guard>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(GUARD_REFRESH) => {}
+        }
+        let fresh = guard(&config).await;
+        tx.send_if_modified(|current| {
+            if *current == fresh {
+                return false;
+            }
+            info!("the protected addresses changed (this host's or the server's)");
+            *current = fresh;
+            true
+        });
+    }
 }
 
 /// `HOST:PORT` of an `http(s)://HOST[:PORT][/...]` URL.

@@ -197,6 +197,8 @@ async fn main() {
             accounts,
             identities,
             feeds: Arc::new(Vec::new()),
+            feed_client: fleetban_server::feeds::client().expect("feed client"),
+            feeds_changed: Arc::new(tokio::sync::Notify::new()),
             agent_url: None,
         }),
     );

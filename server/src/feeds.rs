@@ -2,6 +2,7 @@
 //! and the fetching itself (HTTP(S) with rustls, or a local file). What a
 //! fetched list changes is decided by the service.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,28 +13,29 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::service::Service;
+use crate::store::StoredFeed;
 
 /// One `[[feed]]` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedFile {
-    name: String,
+    pub name: String,
     /// `http://…` or `https://…`.
-    url: Option<String>,
+    pub url: Option<String>,
     /// A local file.
-    path: Option<PathBuf>,
+    pub path: Option<PathBuf>,
     /// How often the list is fetched (default 1h).
-    interval: Option<String>,
+    pub interval: Option<String>,
     /// How long a listed entry stays banned without being listed again;
     /// default: until it leaves the list.
-    bantime: Option<String>,
+    pub bantime: Option<String>,
     /// Percent of lines that may be garbage before a fetch is refused
     /// (default 10).
-    max_invalid_percent: Option<u8>,
+    pub max_invalid_percent: Option<u8>,
     /// Whether an empty list is applied (revoking all of the feed's bans);
     /// default: an empty list is refused as a failed download.
     #[serde(default)]
-    allow_empty: bool,
+    pub allow_empty: bool,
 }
 
 /// Where a feed is read from.
@@ -70,6 +72,77 @@ pub const MAX_FEED_BYTES: usize = 64 << 20;
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Why one feed is wrong: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedInvalid {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl FeedFile {
+    /// Checks one feed; the error names the key (`feed.url`…).
+    pub fn check(&self) -> Result<FeedConfig, FeedInvalid> {
+        let err = |key: &'static str, m: String| FeedInvalid {
+            key,
+            message: format!("feed {:?}: {m}", self.name),
+        };
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            return Err(err(
+                "feed.name",
+                "expected 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        let source = match (&self.url, &self.path) {
+            (Some(u), None) if u.starts_with("http://") || u.starts_with("https://") => {
+                FeedSource::Url(u.clone())
+            }
+            (Some(u), None) => return Err(err("feed.url", format!("{u:?}: expected http(s)://…"))),
+            (None, Some(p)) => FeedSource::File(p.clone()),
+            _ => return Err(err("feed.url", "set either url or path".into())),
+        };
+        let dur = |key: &'static str, v: &str| {
+            humantime::parse_duration(v.trim())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| err(key, format!("{v:?}: expected a duration such as 1h")))
+        };
+        let interval = match &self.interval {
+            Some(v) => dur("feed.interval", v)?,
+            None => DEFAULT_INTERVAL,
+        };
+        let bantime = match &self.bantime {
+            Some(v) => Some(
+                chrono::Duration::from_std(dur("feed.bantime", v)?)
+                    .map_err(|e| err("feed.bantime", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let max_invalid_percent = self
+            .max_invalid_percent
+            .unwrap_or(DEFAULT_MAX_INVALID_PERCENT);
+        if max_invalid_percent > 100 {
+            return Err(err(
+                "feed.max_invalid_percent",
+                format!("{max_invalid_percent}: expected 0 to 100"),
+            ));
+        }
+        Ok(FeedConfig {
+            name: self.name.clone(),
+            source,
+            interval,
+            bantime,
+            max_invalid_percent,
+            allow_empty: self.allow_empty,
+        })
+    }
+}
+
 impl FeedConfig {
     /// Checks every `[[feed]]`; errors name the key.
     pub fn check_all(
@@ -79,67 +152,46 @@ impl FeedConfig {
     ) -> Result<Vec<FeedConfig>, ConfigError> {
         let mut out: Vec<FeedConfig> = Vec::with_capacity(files.len());
         for f in files {
-            let err = |key: &str, m: String| {
-                ConfigError::key(path, source, key, format!("feed {:?}: {m}", f.name))
-            };
-            let name_ok = !f.name.is_empty()
-                && f.name.len() <= 64
-                && f.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !name_ok {
-                return Err(err(
+            let feed = f
+                .check()
+                .map_err(|e| ConfigError::key(path, source, e.key, e.message))?;
+            if out.iter().any(|o| o.name == feed.name) {
+                return Err(ConfigError::key(
+                    path,
+                    source,
                     "feed.name",
-                    "expected 1 to 64 letters, digits, '-', '_' or '.'".into(),
+                    format!("feed {:?}: two feeds have this name", f.name),
                 ));
             }
-            if out.iter().any(|o| o.name == f.name) {
-                return Err(err("feed.name", "two feeds have this name".into()));
-            }
-            let source = match (&f.url, &f.path) {
-                (Some(u), None) if u.starts_with("http://") || u.starts_with("https://") => {
-                    FeedSource::Url(u.clone())
-                }
-                (Some(u), None) => {
-                    return Err(err("feed.url", format!("{u:?}: expected http(s)://…")))
-                }
-                (None, Some(p)) => FeedSource::File(p.clone()),
-                _ => return Err(err("feed.url", "set either url or path".into())),
-            };
-            let dur = |key: &str, v: &str| {
-                humantime::parse_duration(v.trim())
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| err(key, format!("{v:?}: expected a duration such as 1h")))
-            };
-            let interval = match &f.interval {
-                Some(v) => dur("feed.interval", v)?,
-                None => DEFAULT_INTERVAL,
-            };
-            let bantime = match &f.bantime {
-                Some(v) => Some(
-                    chrono::Duration::from_std(dur("feed.bantime", v)?)
-                        .map_err(|e| err("feed.bantime", e.to_string()))?,
-                ),
-                None => None,
-            };
-            let max_invalid_percent = f.max_invalid_percent.unwrap_or(DEFAULT_MAX_INVALID_PERCENT);
-            if max_invalid_percent > 100 {
-                return Err(err(
-                    "feed.max_invalid_percent",
-                    format!("{max_invalid_percent}: expected 0 to 100"),
-                ));
-            }
-            out.push(FeedConfig {
-                name: f.name.clone(),
-                source,
-                interval,
-                bantime,
-                max_invalid_percent,
-                allow_empty: f.allow_empty,
-            });
+            out.push(feed);
         }
         Ok(out)
+    }
+
+    /// A feed added through the API, as the scheduler runs it.
+    pub fn from_stored(f: &StoredFeed) -> FeedConfig {
+        FeedConfig {
+            name: f.name.clone(),
+            source: f.source.clone(),
+            interval: Duration::from_secs(f.interval_s.max(1)),
+            bantime: f.bantime_s.map(chrono::Duration::seconds),
+            max_invalid_percent: f.max_invalid_percent,
+            allow_empty: f.allow_empty,
+        }
+    }
+
+    /// This feed as stored when added through the API by `by`.
+    pub fn to_stored(&self, by: &str, now: chrono::DateTime<chrono::Utc>) -> StoredFeed {
+        StoredFeed {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            interval_s: self.interval.as_secs(),
+            bantime_s: self.bantime.map(|b| b.num_seconds()),
+            max_invalid_percent: self.max_invalid_percent,
+            allow_empty: self.allow_empty,
+            created_at: now,
+            created_by: by.to_owned(),
+        }
     }
 }
 
@@ -166,12 +218,20 @@ pub enum FetchError {
 pub async fn fetch(client: &reqwest::Client, source: &FeedSource) -> Result<String, FetchError> {
     let bytes = match source {
         FeedSource::File(path) => {
-            tokio::fs::read(path)
+            use tokio::io::AsyncReadExt;
+            let err = |source| FetchError::File {
+                path: path.clone(),
+                source,
+            };
+            // Read at most one byte past the limit, so that a huge file (or
+            // a device such as /dev/zero) is refused without being read.
+            let file = tokio::fs::File::open(path).await.map_err(err)?;
+            let mut bytes = Vec::new();
+            file.take(MAX_FEED_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
                 .await
-                .map_err(|source| FetchError::File {
-                    path: path.clone(),
-                    source,
-                })?
+                .map_err(err)?;
+            bytes
         }
         FeedSource::Url(url) => {
             let http = |e: reqwest::Error| FetchError::Http {
@@ -261,6 +321,93 @@ pub async fn schedule(
     .await
 }
 
+/// How often a server reads the feeds added through the API, to follow
+/// additions and removals made on other replicas (its own are followed at
+/// once).
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(15);
+
+/// What to change in the running feeds: which to start (new, or changed:
+/// stopped first) and which to stop (pure, for tests). Configured feeds are
+/// never touched; a stored feed with a configured name is not run.
+pub fn reconcile(
+    configured: &[FeedConfig],
+    running: &BTreeMap<String, FeedConfig>,
+    stored: &[FeedConfig],
+) -> (Vec<FeedConfig>, Vec<String>) {
+    let wanted: Vec<&FeedConfig> = stored
+        .iter()
+        .filter(|f| !configured.iter().any(|c| c.name == f.name))
+        .collect();
+    let mut stop: Vec<String> = running
+        .iter()
+        .filter(|(name, cfg)| !wanted.iter().any(|w| &&w.name == name && *w == *cfg))
+        .map(|(name, _)| name.clone())
+        .collect();
+    stop.sort();
+    let start = wanted
+        .into_iter()
+        .filter(|w| running.get(&w.name) != Some(*w))
+        .cloned()
+        .collect();
+    (start, stop)
+}
+
+/// Runs the configured feeds, and the feeds added through the API as they
+/// come and go, until `stop`. `changed` wakes it when this server added or
+/// removed one. Every replica runs every feed; [`schedule`] skips a round
+/// another replica did, and the store serialises imports of one feed.
+pub async fn supervise(
+    service: Arc<Service>,
+    client: reqwest::Client,
+    configured: Vec<FeedConfig>,
+    changed: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    for feed in &configured {
+        tokio::spawn(schedule(
+            service.clone(),
+            client.clone(),
+            feed.clone(),
+            stop.child_token(),
+        ));
+    }
+    let mut running: BTreeMap<String, FeedConfig> = BTreeMap::new();
+    let mut tokens: BTreeMap<String, CancellationToken> = BTreeMap::new();
+    loop {
+        match service.stored_feeds().await {
+            Ok(stored) => {
+                let stored: Vec<FeedConfig> = stored.iter().map(FeedConfig::from_stored).collect();
+                let (start, halt) = reconcile(&configured, &running, &stored);
+                for name in halt {
+                    running.remove(&name);
+                    if let Some(t) = tokens.remove(&name) {
+                        t.cancel();
+                    }
+                    info!(feed = %name, "feed stopped");
+                }
+                for feed in start {
+                    let token = stop.child_token();
+                    info!(feed = %feed.name, "feed started");
+                    tokio::spawn(schedule(
+                        service.clone(),
+                        client.clone(),
+                        feed.clone(),
+                        token.clone(),
+                    ));
+                    tokens.insert(feed.name.clone(), token);
+                    running.insert(feed.name.clone(), feed);
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the feeds added through the api"),
+        }
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep(RELOAD_INTERVAL) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,5 +455,33 @@ mod tests {
         let e = check("[[feed]]\nname = \"a\"\npath = \"/a\"\nmax_invalid_percent = 101\n")
             .unwrap_err();
         assert_eq!(e.key, "feed.max_invalid_percent");
+    }
+
+    fn cfg(name: &str, secs: u64) -> FeedConfig {
+        FeedConfig {
+            name: name.into(),
+            source: FeedSource::File(format!("/l/{name}").into()),
+            interval: Duration::from_secs(secs),
+            bantime: None,
+            max_invalid_percent: 10,
+            allow_empty: false,
+        }
+    }
+
+    #[test]
+    fn stored_feeds_are_started_changed_and_stopped() {
+        let configured = vec![cfg("file", 60)];
+        let mut running = BTreeMap::new();
+        let (start, stop) = reconcile(&configured, &running, &[cfg("a", 60), cfg("file", 5)]);
+        assert_eq!(start, vec![cfg("a", 60)], "a configured name wins");
+        assert!(stop.is_empty());
+        running.insert("a".to_owned(), cfg("a", 60));
+        running.insert("b".to_owned(), cfg("b", 60));
+        let (start, stop) = reconcile(&configured, &running, &[cfg("a", 60), cfg("b", 120)]);
+        assert_eq!(start, vec![cfg("b", 120)]);
+        assert_eq!(stop, vec!["b".to_owned()], "a changed feed restarts");
+        let (start, stop) = reconcile(&configured, &running, &[cfg("b", 60)]);
+        assert!(start.is_empty());
+        assert_eq!(stop, vec!["a".to_owned()], "a removed feed stops");
     }
 }

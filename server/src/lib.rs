@@ -170,18 +170,17 @@ pub async fn run(
     );
     let accounts = Arc::new(auth::Accounts::new(store.clone(), clock.clone(), options.auth).await?);
     let service = Arc::new(Service::new(store, clock, metrics, &options.policy).await?);
+    let feed_client = feeds::client().map_err(ServerError::FeedClient)?;
+    let feeds_changed = Arc::new(tokio::sync::Notify::new());
     let api = Arc::new(http::api::ApiState {
         service: service.clone(),
         accounts,
         identities: identities.clone(),
         feeds: Arc::new(options.feeds.clone()),
+        feed_client: feed_client.clone(),
+        feeds_changed: feeds_changed.clone(),
         agent_url: options.agent_url.clone(),
     });
-    let feed_client = if options.feeds.is_empty() {
-        None
-    } else {
-        Some(feeds::client().map_err(ServerError::FeedClient)?)
-    };
     let event_retention = options.event_retention;
     let stop = CancellationToken::new();
 
@@ -211,16 +210,13 @@ pub async fn run(
 
     tokio::spawn(housekeeping(service.clone(), event_retention, stop.clone()));
     tokio::spawn(service.clone().follow(stop.clone()));
-    if let Some(client) = feed_client {
-        for feed in options.feeds {
-            tokio::spawn(feeds::schedule(
-                service.clone(),
-                client.clone(),
-                feed,
-                stop.clone(),
-            ));
-        }
-    }
+    tokio::spawn(feeds::supervise(
+        service.clone(),
+        feed_client,
+        options.feeds,
+        feeds_changed,
+        stop.clone(),
+    ));
     tokio::spawn(watch_revocations(identities, stop.clone()));
     let trigger = stop.clone();
     tokio::spawn(async move {

@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 pub struct PolicyFile {
     /// Networks never banned, fleet-wide.
     #[serde(default)]
-    allowlist: Vec<String>,
+    allowlist: Vec<AllowlistItem>,
     /// Networks never banned for one agent group's agents.
     #[serde(default)]
-    group_allowlist: BTreeMap<String, Vec<String>>,
+    group_allowlist: BTreeMap<String, Vec<AllowlistItem>>,
     /// Jails whose local bans become fleet decisions; default: every jail.
     shared_jails: Option<Vec<String>>,
     /// Decisions apply to the reporting agent's group only.
@@ -37,6 +37,34 @@ pub struct PolicyFile {
     /// Jail settings pushed to agents (`[[policy.jail]]`).
     #[serde(default, skip_serializing)]
     jail: Vec<JailRuleFile>,
+}
+
+/// One allowlist entry: a network (`"10.0.0.0/8"`), or a table with the
+/// network and why it is there (`{ network = "10.0.0.0/8", comment = "office" }`).
+/// Plain strings, as older servers wrote them, still load.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum AllowlistItem {
+    Network(String),
+    Commented(CommentedNetwork),
+}
+
+/// An allowlist entry with a comment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommentedNetwork {
+    pub network: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+impl AllowlistItem {
+    pub fn network(&self) -> &str {
+        match self {
+            AllowlistItem::Network(n) => n,
+            AllowlistItem::Commented(c) => &c.network,
+        }
+    }
 }
 
 /// One `[[policy.jail]]`: a jail's settings for one agent group.
@@ -149,9 +177,9 @@ fn duration(v: &str) -> Result<chrono::Duration, String> {
         .ok_or_else(|| format!("{v:?}: expected a duration such as 10m, 1h or 7d"))
 }
 
-fn networks(list: &[String]) -> Result<Vec<IpNet>, String> {
+fn networks(list: &[AllowlistItem]) -> Result<Vec<IpNet>, String> {
     list.iter()
-        .map(|s| fleetban_proto::parse_target(s).map_err(|e| e.to_string()))
+        .map(|s| fleetban_proto::parse_target(s.network()).map_err(|e| e.to_string()))
         .collect()
 }
 
@@ -298,6 +326,23 @@ mod tests {
         }
         let f: F = fleetban_proto::config::parse(Path::new("s.toml"), src)?;
         f.policy.into_policy(Path::new("s.toml"), src)
+    }
+
+    #[test]
+    fn allowlist_entries_may_carry_a_comment() {
+        let p = load(
+            "[policy]\nallowlist = [\"10.0.0.0/8\", { network = \"192.0.2.7\", comment = \"monitoring\" }]\n\
+             group_allowlist = { office = [{ network = \"198.51.100.0/24\" }] }\n",
+        )
+        .unwrap();
+        assert_eq!(p.allowlist.global.len(), 2);
+        assert_eq!(p.allowlist.groups["office"].len(), 1);
+        let e = load("[policy]\nallowlist = [{ network = \"10.0.0.0/8\", why = \"x\" }]\n")
+            .unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = load("[policy]\nallowlist = [{ network = \"10.0.0.0/33\", comment = \"x\" }]\n")
+            .unwrap_err();
+        assert_eq!(e.key, "policy.allowlist", "{e}");
     }
 
     #[test]

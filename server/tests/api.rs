@@ -854,6 +854,27 @@ async fn events_ips_agents_stats(api: Api) {
             .sum::<u64>(),
         5
     );
+    // A resent batch is stored and counted once; per-minute buckets agree.
+    api.service
+        .report("web-1", "", &evs, &[])
+        .await
+        .expect("resend");
+    let since = (now - Duration::hours(1)).to_rfc3339().replace('+', "%2B");
+    let stats = api
+        .get(
+            &format!("/api/v1/stats?series=events&step=1m&since={since}&until={until}"),
+            &viewer,
+        )
+        .await
+        .json();
+    let counts: Vec<u64> = stats["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| b["count"].as_u64().expect("n"))
+        .filter(|n| *n > 0)
+        .collect();
+    assert_eq!(counts, vec![1; 5]);
     let stats = api
         .get("/api/v1/stats?series=decisions&step=10m", &viewer)
         .await
@@ -1069,7 +1090,10 @@ async fn policies_jails_allowlists_feeds(api: Api) {
         .post("/api/v1/allowlists", &op, json!({"network": "10.0.0.0/8"}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    assert_eq!(r.json()["global"], json!(["10.0.0.0/8"]));
+    assert_eq!(
+        r.json()["global"],
+        json!([{"network": "10.0.0.0/8", "comment": null}])
+    );
     let r = api
         .post(
             "/api/v1/allowlists",
@@ -1082,7 +1106,10 @@ async fn policies_jails_allowlists_feeds(api: Api) {
         .await
         .assert_error(StatusCode::CONFLICT, "conflict");
     let lists = api.get("/api/v1/allowlists", &viewer).await.json();
-    assert_eq!(lists["groups"], json!({"office": ["198.51.100.7/32"]}));
+    assert_eq!(
+        lists["groups"],
+        json!({"office": [{"network": "198.51.100.7/32", "comment": null}]})
+    );
     let policy = api.service.policy();
     assert_eq!(
         policy.allowlist.global,
@@ -1256,6 +1283,52 @@ async fn agents_revoke_and_enrollment_tokens(api: Api) {
     )
     .await
     .assert_error(StatusCode::NOT_FOUND, "not_found");
+
+    // The token is revoked: no agent enrolls with it any more, the agents
+    // it enrolled stay.
+    let id = made["id"].as_str().expect("id").to_owned();
+    api.call(
+        Method::DELETE,
+        &format!("/api/v1/enrollment-tokens/{id}"),
+        Some(&op),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/enrollment-tokens/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["id"], made["id"]);
+    assert!(r.json()["revoked_at"].is_string(), "{}", r.text);
+    let listed = api.get("/api/v1/enrollment-tokens", &admin).await.json();
+    assert_eq!(listed[0]["revoked_at"], r.json()["revoked_at"]);
+    let refused = api
+        .identities
+        .enroll(&token, "web-2", "web-2.example", &csr)
+        .await
+        .expect_err("a revoked token enrolls nobody");
+    assert!(refused.to_string().contains("revoked"), "{refused}");
+    assert_eq!(
+        api.get("/api/v1/enrollment-tokens", &admin).await.json()[0]["uses"],
+        1,
+        "a refusal uses nothing"
+    );
+    for missing in ["nope", "a%20b"] {
+        api.call(
+            Method::DELETE,
+            &format!("/api/v1/enrollment-tokens/{missing}"),
+            Some(&admin),
+            None,
+        )
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
     let audit = api
         .get("/api/v1/audit?actor=user:root&limit=1000", &admin)
         .await
@@ -1268,6 +1341,7 @@ async fn agents_revoke_and_enrollment_tokens(api: Api) {
         .collect();
     assert!(actions.contains(&"enrollment_token.create"), "{actions:?}");
     assert!(actions.contains(&"agent.revoke"), "{actions:?}");
+    assert!(actions.contains(&"enrollment_token.revoke"), "{actions:?}");
 }
 
 /// A manual ban of some ports: stored, shown and pushed with them; a bad

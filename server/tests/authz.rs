@@ -207,6 +207,13 @@ fn endpoints(n: usize, decision: i64) -> Vec<Endpoint> {
             &["agents:write"],
         ),
         e(
+            M::DELETE,
+            "/api/v1/enrollment-tokens/{id}",
+            "/api/v1/enrollment-tokens/notoken",
+            None,
+            &["agents:write"],
+        ),
+        e(
             M::GET,
             "/api/v1/policies/rules",
             "/api/v1/policies/rules",
@@ -256,6 +263,13 @@ fn endpoints(n: usize, decision: i64) -> Vec<Endpoint> {
             &["policies:write"],
         ),
         e(
+            M::PATCH,
+            "/api/v1/allowlists",
+            "/api/v1/allowlists",
+            Some(json!({"network": "192.0.2.99", "comment": "why"})),
+            &["policies:write"],
+        ),
+        e(
             M::DELETE,
             "/api/v1/allowlists",
             "/api/v1/allowlists?network=192.0.2.99",
@@ -268,6 +282,27 @@ fn endpoints(n: usize, decision: i64) -> Vec<Endpoint> {
             "/api/v1/feeds",
             None,
             &["policies:read"],
+        ),
+        e(
+            M::POST,
+            "/api/v1/feeds",
+            "/api/v1/feeds",
+            Some(json!({"name": format!("feed{n}"), "path": "/nonexistent/list.txt"})),
+            &["policies:write"],
+        ),
+        e(
+            M::DELETE,
+            "/api/v1/feeds/{name}",
+            "/api/v1/feeds/nofeed",
+            None,
+            &["policies:write"],
+        ),
+        e(
+            M::POST,
+            "/api/v1/feeds/{name}/refresh",
+            "/api/v1/feeds/nofeed/refresh",
+            None,
+            &["policies:write"],
         ),
         e(
             M::GET,

@@ -273,3 +273,15 @@ async fn feeds_are_imported_on_their_schedule() {
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }
+
+#[tokio::test]
+async fn an_endless_file_is_refused_without_being_read_whole() {
+    let client = feeds::client().expect("client");
+    let err = feeds::fetch(&client, &FeedSource::File("/dev/zero".into()))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, feeds::FetchError::TooLarge(_)),
+        "expected too large, got {err}"
+    );
+}

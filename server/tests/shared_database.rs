@@ -1,7 +1,9 @@
 //! Two server processes' services on one Postgres, in one test process:
 //! events for one address reported to both at once make exactly one
 //! decision; a decision or a policy change made by one reaches the other by
-//! notification; bad policies are refused with the key at fault.
+//! notification; bad policies are refused with the key at fault; a feed
+//! added on one is run by the other, imports racing on both apply a list
+//! once, and a feed removed on one is imported by none.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -276,4 +278,105 @@ async fn bad_policies_are_refused_and_change_nothing() {
     assert_eq!(s.policy_version(), before);
     assert_eq!(s.fleet_rules().await.expect("rules"), THRESHOLD);
     assert_eq!(s.policy().threshold.as_ref().map(|t| t.failures), Some(4));
+}
+
+/// Ban decisions ever made by feed `name` (active or not).
+async fn feed_bans_ever(s: &Service, name: &str) -> usize {
+    s.store()
+        .decisions_since(0)
+        .await
+        .expect("decisions")
+        .iter()
+        .filter(|d| d.kind == store::DecisionKind::Ban && d.creator == format!("feed:{name}"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feeds_apply_once_across_replicas_and_a_removal_holds_everywhere() {
+    use fleetban_server::feeds::{self, FeedConfig, FeedSource};
+    let Some(url) = fleetban_tests::pg::fresh_database().await else {
+        return;
+    };
+    let a = replica(&url, "").await;
+    let b = replica(&url, "").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("shared.txt");
+    std::fs::write(&list, "192.0.2.1\n192.0.2.2\n198.51.100.0/24\n").expect("write");
+    let cfg = FeedConfig {
+        name: "shared".into(),
+        source: FeedSource::File(list.clone()),
+        interval: Duration::from_secs(3600),
+        bantime: None,
+        max_invalid_percent: 10,
+        allow_empty: false,
+    };
+    a.add_feed(&cfg, "user:ada").await.expect("add on a");
+
+    // Imports of one list racing on both replicas apply it once (a feed
+    // of the file, never imported before).
+    let client = feeds::client().expect("client");
+    let race = FeedConfig {
+        name: "race".into(),
+        ..cfg.clone()
+    };
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (cfg, client) = (race.clone(), client.clone());
+        tasks.push(tokio::spawn(async move {
+            let fetched = feeds::fetch(&client, &cfg.source).await;
+            s.import_feed(&cfg, fetched).await.expect("import");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(feed_bans_ever(&a, "race").await, 3, "one ban per entry");
+
+    // Only B runs feeds here: it learns of the one A added from the
+    // database, and imports it.
+    let stop = CancellationToken::new();
+    tokio::spawn(feeds::supervise(
+        b.clone(),
+        client.clone(),
+        Vec::new(),
+        Arc::new(tokio::sync::Notify::new()),
+        stop.clone(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !b
+        .feed_statuses()
+        .await
+        .expect("statuses")
+        .iter()
+        .any(|s| s.name == "shared" && s.last_success.is_some())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed was never imported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(feed_bans_ever(&a, "shared").await, 3);
+
+    // Removed on B: its bans are revoked, and a late import on A records
+    // nothing.
+    let revoked = b.remove_feed("shared", "user:ada").await.expect("remove");
+    assert_eq!(revoked.len(), 3);
+    let fetched = feeds::fetch(&client, &cfg.source).await;
+    assert!(a.import_feed(&cfg, fetched).await.is_err());
+    assert_eq!(feed_bans_ever(&a, "shared").await, 3);
+    let active = a.snapshot().await.expect("snapshot").bans;
+    assert!(
+        active.iter().all(|d| d.creator != "feed:shared"),
+        "{active:?}"
+    );
+    assert!(a.stored_feeds().await.expect("feeds").is_empty());
+    assert!(b
+        .feed_statuses()
+        .await
+        .expect("statuses")
+        .iter()
+        .all(|s| s.name != "shared"));
+    stop.cancel();
 }

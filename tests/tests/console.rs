@@ -4,9 +4,12 @@
 //! Debian's Chromium driven by playwright-core). They sign in, watch a brute
 //! force on agent A appear live, revoke it from the table and check that
 //! agent B's firewall lets the address go, check what a viewer may do, edit
-//! jail rules and correlation rules, add and remove allowlist entries, read
-//! the feeds' status, enroll a third agent with the command the agents page
-//! shows, revoke agent B from the console (its stream is closed), and write
+//! jail rules and correlation rules, add, comment and remove allowlist
+//! entries, read the feeds' status, add a feed from a file (imported, its
+//! entries banned), refresh and remove it (its bans revoked), enroll a third
+//! agent with the command the agents page shows, revoke that token (enrolling
+//! with it is refused), revoke agent B from the console (its stream is
+//! closed), and write
 //! a screenshot of each page to `target/console-screenshots/`.
 //!
 //! Needs `scripts/build-web` to have run before the server was built (so the
@@ -87,6 +90,9 @@ fn console_in_a_browser() {
     // Two feeds for the feeds page: one imported, one that cannot be read.
     let feed = dir.path().join("soc-feed.txt");
     std::fs::write(&feed, "203.0.113.77\n203.0.113.78\n").expect("write feed");
+    // A list the browser tests add as a feed from the console.
+    let ui_feed = dir.path().join("ui-feed.txt");
+    std::fs::write(&ui_feed, "").expect("write ui feed");
     let server_toml = dir.path().join("server.toml");
     std::fs::write(
         &server_toml,
@@ -168,6 +174,7 @@ fn console_in_a_browser() {
         .env("FLEETBAN_CONSOLE_FIREWALL", firewall_b.to_string())
         .env("FLEETBAN_CONSOLE_SCREENSHOTS", &screenshots)
         .env("FLEETBAN_CONSOLE_ENROLL", enroll.to_string())
+        .env("FLEETBAN_CONSOLE_FEED_FILE", &ui_feed)
         .env("FLEETBAN_CONSOLE_REVOKE", "host-b")
         .output()
         .expect("run npm test");
@@ -184,8 +191,8 @@ fn console_in_a_browser() {
     );
     // node's runner ends with its counts: make sure the tests ran.
     assert!(
-        stdout.contains("# pass 9"),
-        "expected 9 passing browser tests:\n{stdout}"
+        stdout.contains("# pass 10"),
+        "expected 10 passing browser tests:\n{stdout}"
     );
     assert!(stdout.contains("# fail 0"), "{stdout}");
     for shot in [
@@ -195,6 +202,8 @@ fn console_in_a_browser() {
         "17-feeds",
         "18-agents-enroll",
         "19-agents-revoked",
+        "22-feeds-added",
+        "23-agents-token-revoked",
     ] {
         assert!(
             screenshots.join(format!("{shot}.png")).is_file(),

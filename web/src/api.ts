@@ -143,6 +143,11 @@ export async function put<T>(path: string, body: unknown): Promise<T> {
   return (res.status === 204 ? undefined : await res.json()) as T;
 }
 
+export async function patch<T>(path: string, body: unknown): Promise<T> {
+  const res = await request("PATCH", path, body);
+  return (res.status === 204 ? undefined : await res.json()) as T;
+}
+
 export async function del(path: string): Promise<void> {
   await request("DELETE", path);
 }

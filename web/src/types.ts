@@ -76,6 +76,7 @@ export interface EnrollmentToken {
   expires_at: string;
   max_uses: number;
   uses: number;
+  revoked_at: string | null;
 }
 
 export interface CreatedEnrollmentToken {
@@ -102,9 +103,14 @@ export interface Rules {
   policy_version: number;
 }
 
+export interface AllowlistItem {
+  network: string;
+  comment: string | null;
+}
+
 export interface Allowlists {
-  global: string[];
-  groups: Record<string, string[]>;
+  global: AllowlistItem[];
+  groups: Record<string, AllowlistItem[]>;
   policy_version: number;
 }
 
@@ -114,6 +120,8 @@ export interface Feed {
   interval_seconds: number | null;
   bantime_seconds: number | null;
   configured: boolean;
+  added_by: string | null;
+  added_at: string | null;
   status: {
     last_attempt: string;
     last_success: string | null;

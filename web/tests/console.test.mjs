@@ -9,6 +9,7 @@
 //   FLEETBAN_CONSOLE_FIREWALL    JSON argv printing the second agent's firewall
 //   FLEETBAN_CONSOLE_ENROLL      JSON {argv, config}: how to run fleetban-agent
 //                                for a new agent, and that agent's config
+//   FLEETBAN_CONSOLE_FEED_FILE   a writable block-list file to add as a feed
 //   FLEETBAN_CONSOLE_REVOKE      the agent to revoke from the agents page
 //                                (the last test; tests/tests/console.rs then
 //                                checks its stream was closed)
@@ -17,7 +18,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { appendFileSync, readFileSync } from "node:fs";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { credentials, launch, screenshots, signIn } from "./browser.mjs";
 
@@ -35,6 +36,25 @@ async function eventually(check, ms = 20_000) {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+}
+
+/** GET from the API with the page's session. */
+function apiGet(page, path) {
+  return page.evaluate(async (path) => {
+    const s = JSON.parse(sessionStorage.getItem("fleetban.session"));
+    const res = await fetch(path, { headers: { Authorization: `Bearer ${s.access_token}` } });
+    return { status: res.status, body: await res.json() };
+  }, path);
+}
+
+/** Targets of the active bans a feed made, sorted. */
+async function feedBans(page, feed) {
+  const r = await apiGet(page, "/api/v1/decisions?origin=feed&status=active&limit=1000");
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.items
+    .filter((d) => d.creator === `feed:${feed}`)
+    .map((d) => d.target)
+    .sort();
 }
 
 function firewall() {
@@ -331,6 +351,7 @@ describe("fleetban console", { skip }, () => {
 
     await form.getByLabel("Address or CIDR").fill("10.20.0.0/16");
     await form.getByLabel(/^Group/).fill("web");
+    await form.getByLabel(/^Why/).fill("office VPN");
     await form.getByRole("button", { name: "Add" }).click();
     const row = page.locator('tr[data-network="10.20.0.0/16"]');
     await row.waitFor();
@@ -338,6 +359,23 @@ describe("fleetban console", { skip }, () => {
     assert.equal(await page.getByRole("alert").count(), 0, "the earlier error is gone");
     await page.reload();
     await row.waitFor();
+    assert.equal((await row.getByTestId("comment").textContent()).trim(), "office VPN", "the comment survives a reload");
+
+    // The comment is edited; a line break is refused with the API's message.
+    await page.getByRole("button", { name: "Edit comment of 10.20.0.0/16" }).click();
+    let dialog = page.getByRole("dialog");
+    assert.equal(await dialog.getByLabel(/^Why it is allowlisted/).inputValue(), "office VPN");
+    // The field stops at 200 characters; past it, the API says why.
+    await page.evaluate(() => document.querySelector('input[name="edit-comment"]').removeAttribute("maxlength"));
+    await dialog.getByLabel(/^Why it is allowlisted/).fill("y".repeat(201));
+    await dialog.getByRole("button", { name: "Save" }).click();
+    assert.match(await dialog.getByRole("alert").textContent(), /comment: at most 200 characters/);
+    await dialog.getByLabel(/^Why it is allowlisted/).fill("office VPN, Berlin");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.reload();
+    await row.waitFor();
+    assert.equal((await row.getByTestId("comment").textContent()).trim(), "office VPN, Berlin");
     await shot(page, "16-allowlists");
 
     await page.getByRole("button", { name: "Remove 10.20.0.0/16" }).click();
@@ -369,6 +407,65 @@ describe("fleetban console", { skip }, () => {
     await ctx.close();
   });
 
+  test("feeds: one added from a file is imported, refreshed, and removed with its bans", async () => {
+    const file = process.env.FLEETBAN_CONSOLE_FEED_FILE;
+    writeFileSync(file, "198.51.100.90\n198.51.100.91\n");
+    const ctx = await browser.newContext({ viewport: { width: 1366, height: 800 } });
+    const page = await ctx.newPage();
+    await signIn(page, base, credentials("FLEETBAN_CONSOLE_ADMIN"));
+    await page.getByRole("link", { name: "Feeds" }).click();
+    const form = page.getByRole("form", { name: "Add a feed" });
+    // Bad input: the API's message, nothing added.
+    await form.getByLabel("Name").fill("ui-list");
+    await form.getByLabel("URL or file path").fill("ftp://lists.example/x.txt");
+    await form.getByRole("button", { name: "Add feed" }).click();
+    await page.getByRole("alert").waitFor();
+    assert.match(await page.getByRole("alert").textContent(), /url: .*expected http\(s\)/);
+    await form.getByLabel("URL or file path").fill(file);
+    await form.getByLabel("Every").fill("10s");
+    await form.getByRole("button", { name: "Add feed" }).click();
+    await eventually(async () => assert.match(await page.getByRole("alert").textContent(), /interval: .*at least 1m/));
+    assert.equal(await page.locator('tr[data-feed="ui-list"]').count(), 0);
+
+    await form.getByLabel("Every").fill("1h");
+    await form.getByRole("button", { name: "Add feed" }).click();
+    const row = page.locator('tr[data-feed="ui-list"]');
+    await row.waitFor();
+    assert.match(await row.textContent(), /added by user:ada/);
+    // The server imports it at once: status ok, its entries become bans.
+    await eventually(async () => {
+      await page.reload();
+      await row.waitFor({ timeout: 2000 });
+      assert.equal(await row.locator(".badge").textContent(), "ok");
+    });
+    assert.deepEqual(await feedBans(page, "ui-list"), ["198.51.100.90", "198.51.100.91"]);
+    await shot(page, "22-feeds-added");
+
+    // Refresh fetches now: an entry listed since is banned, one gone is revoked.
+    writeFileSync(file, "198.51.100.91\n198.51.100.92\n198.51.100.93\n");
+    await row.getByRole("button", { name: "Refresh ui-list" }).click();
+    await eventually(async () => assert.equal((await row.locator("td").allTextContents())[7], "3"));
+    assert.deepEqual(await feedBans(page, "ui-list"), ["198.51.100.91", "198.51.100.92", "198.51.100.93"]);
+
+    // Remove, with a confirmation: the feed and its bans are gone.
+    await row.getByRole("button", { name: "Remove ui-list" }).click();
+    const confirm = page.getByRole("dialog");
+    await confirm.getByText(/bans in force are revoked/).waitFor();
+    await confirm.getByRole("button", { name: "Cancel" }).click();
+    await confirm.waitFor({ state: "detached" });
+    assert.equal(await row.count(), 1, "cancel removes nothing");
+    await row.getByRole("button", { name: "Remove ui-list" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Remove feed" }).click();
+    await row.waitFor({ state: "detached" });
+    assert.deepEqual(await feedBans(page, "ui-list"), []);
+    const revoked = await apiGet(page, "/api/v1/decisions?origin=feed&status=revoked&limit=1000");
+    assert.equal(revoked.body.items.filter((d) => String(d.target).startsWith("198.51.100.9")).length, 4, JSON.stringify(revoked.body));
+    // Feeds of server.toml have no remove button.
+    assert.equal(await page.getByRole("button", { name: "Remove soc" }).count(), 0);
+    await page.getByRole("button", { name: "Refresh soc" }).waitFor();
+    await ctx.close();
+  });
+
   test("a viewer sees no write buttons on policies, allowlists, feeds and agents", async () => {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
@@ -382,8 +479,11 @@ describe("fleetban console", { skip }, () => {
     await page.getByTestId("allowlists").waitFor();
     assert.equal(await page.getByRole("form", { name: "Add to an allowlist" }).count(), 0);
     assert.equal(await page.getByRole("button", { name: /Remove|Add/ }).count(), 0);
+    assert.equal(await page.getByRole("button", { name: /Comment/ }).count(), 0);
     await page.getByRole("link", { name: "Feeds" }).click();
     await page.locator('tr[data-feed="soc"]').waitFor();
+    assert.equal(await page.getByRole("form", { name: "Add a feed" }).count(), 0);
+    assert.equal(await page.getByRole("button", { name: /Refresh|Remove|Add feed/ }).count(), 0);
     await page.getByRole("link", { name: "Agents" }).click();
     await page.locator('tr[data-agent="host-a"]').waitFor();
     assert.equal(await page.getByRole("button", { name: /Enroll|Revoke/ }).count(), 0);
@@ -442,6 +542,27 @@ describe("fleetban console", { skip }, () => {
     assert.match(out, /enrolled as agent host-c \(group web\)/);
     await page.reload();
     await page.getByTestId("enrollment-tokens").getByText("1 / 2").waitFor();
+
+    // Revoke the token: enrolling with it again is refused.
+    const tokenRow = page.getByTestId("enrollment-tokens").locator("tr", { hasText: "1 / 2" });
+    const tokenId = (await tokenRow.locator("code").textContent()).trim();
+    await tokenRow.getByRole("button", { name: `Revoke token ${tokenId}` }).click();
+    await page.getByRole("dialog").getByText(/No agent can enroll with this token/).waitFor();
+    await page.getByRole("dialog").getByRole("button", { name: "Revoke token" }).click();
+    await page.getByRole("dialog").waitFor({ state: "detached" });
+    await eventually(async () => assert.equal(await tokenRow.locator(".badge").textContent(), "revoked"));
+    assert.equal(await tokenRow.getByRole("button", { name: /Revoke token/ }).count(), 0);
+    let refused = null;
+    try {
+      execFileSync(enroll.argv[0], [...enroll.argv.slice(1), ...args], { encoding: "utf8", stdio: "pipe" });
+    } catch (e) {
+      refused = `${e.stdout}${e.stderr}`;
+    }
+    assert.ok(refused !== null, "enrolling with a revoked token must fail");
+    assert.match(refused, /enrollment token \S+ has been revoked/);
+    await page.reload();
+    await page.getByTestId("enrollment-tokens").getByText("1 / 2").waitFor();
+    await shot(page, "23-agents-token-revoked");
 
     // Revoke an agent, with a confirmation.
     const victim = process.env.FLEETBAN_CONSOLE_REVOKE;

@@ -4,11 +4,11 @@
 
 use fleetban_policy::{correlate, feed};
 use ipnet::IpNet;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{Service, ServiceError};
 use crate::feeds::{FeedConfig, FetchError};
-use crate::store::{DecisionKind, FeedPlan, FeedStatus};
+use crate::store::{Decision, DecisionKind, FeedPlan, FeedStatus, StoredFeed};
 
 /// What one import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +34,27 @@ impl Service {
             .await?
             .iter()
             .any(|s| s.name == feed.name && s.last_success.is_some_and(|t| now - t < half)))
+    }
+
+    /// The feeds added through the API.
+    pub async fn stored_feeds(&self) -> Result<Vec<StoredFeed>, ServiceError> {
+        Ok(self.store.stored_feeds().await?)
+    }
+
+    /// Adds a feed on behalf of `by`; the caller starts it.
+    pub async fn add_feed(&self, feed: &FeedConfig, by: &str) -> Result<StoredFeed, ServiceError> {
+        let stored = feed.to_stored(by, self.clock.now());
+        self.store.add_feed(&stored).await?;
+        info!(feed = %feed.name, by, "feed added");
+        Ok(stored)
+    }
+
+    /// Removes a feed added through the API and revokes its bans in force
+    /// (pushed to agents like any revocation); returns the revocations.
+    pub async fn remove_feed(&self, name: &str, by: &str) -> Result<Vec<Decision>, ServiceError> {
+        let revoked = self.store.remove_feed(name, by, self.clock.now()).await?;
+        info!(feed = %name, by, revoked = revoked.len(), "feed removed");
+        Ok(self.recorded(revoked))
     }
 
     /// The last import of every feed.

@@ -12,7 +12,9 @@ use tracing::{info, warn};
 
 use super::Clock;
 use crate::identity::{random_secret, sha256_hex, Authority, IdentityError};
-use crate::store::{Enrollment, NewEnrollment, NewToken, Refusal, Store, StoreError, StoredCa};
+use crate::store::{
+    Enrollment, NewEnrollment, NewToken, Refusal, Store, StoreError, StoredCa, TokenRecord,
+};
 
 /// An identity use case failed. Messages are what a client sees, except for
 /// store and certificate failures, which stay in the server's log.
@@ -246,6 +248,15 @@ impl Identities {
             return Err(AuthError::Revoked(e.agent_id));
         }
         Ok((e.agent_id, e.group))
+    }
+
+    /// Revokes an enrollment token: no agent enrolls with it from then on
+    /// (on every replica, as enrollment reads the token in the database);
+    /// agents it already enrolled stay.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenRecord, AuthError> {
+        let t = self.store.revoke_token(id, self.clock.now()).await?;
+        info!(token = %id, "enrollment token revoked");
+        Ok(t)
     }
 
     /// Revokes an agent: its open stream on this server ends at once, on

@@ -16,6 +16,8 @@ pub enum Refusal {
     ExpiredToken(String),
     #[error("enrollment token {0} is used up")]
     UsedUpToken(String),
+    #[error("enrollment token {0} has been revoked")]
+    RevokedToken(String),
     #[error("agent {0:?} is already enrolled; revoke it first (fleetban-server agent revoke {0})")]
     AlreadyEnrolled(String),
 }
@@ -68,6 +70,8 @@ pub struct TokenRecord {
     pub expires_at: DateTime<Utc>,
     pub max_uses: u32,
     pub uses: u32,
+    /// When it was revoked; a revoked token enrolls no more agents.
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
@@ -105,4 +109,7 @@ pub trait IdentityStore: Send + Sync {
     async fn enrollments(&self) -> Result<Vec<Enrollment>, StoreError>;
     /// Every token, newest first.
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes a token (`NotFound` if there is none of that id); a second
+    /// revocation keeps the first time. Agents it enrolled stay enrolled.
+    async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> Result<TokenRecord, StoreError>;
 }

@@ -4,9 +4,11 @@
 //! embedded SQLite for a one-machine start.
 
 pub mod api;
+pub mod feeds;
 pub mod identity;
 mod postgres;
 mod postgres_api;
+mod rollup;
 mod sqlite;
 mod sqlite_api;
 
@@ -20,6 +22,7 @@ use ipnet::IpNet;
 use uuid::Uuid;
 
 pub use api::ApiStore;
+pub use feeds::{FeedStore, StoredFeed};
 pub use identity::{
     Enrollment, IdentityStore, NewEnrollment, NewToken, Refusal, StoredCa, TokenRecord,
 };
@@ -217,7 +220,7 @@ pub trait Changes: Send {
 /// What the server needs from its database (the REST API's part is
 /// [`ApiStore`]).
 #[async_trait]
-pub trait Store: IdentityStore + ApiStore + Send + Sync + 'static {
+pub trait Store: IdentityStore + ApiStore + FeedStore + Send + Sync + 'static {
     /// Records an agent's introduction (first time or again).
     async fn upsert_agent(&self, agent: &AgentInfo, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks an agent as seen, and the block-list version it applied.
@@ -309,6 +312,8 @@ pub trait Store: IdentityStore + ApiStore + Send + Sync + 'static {
     /// Imports feed `feed`: `plan` sees the feed's bans in force (creator
     /// `feed:NAME`) and says what to add and revoke; all of it is recorded
     /// at once, one import of a feed at a time across server processes.
+    /// `NotFound` (and nothing recorded) when the feed was added through
+    /// the API and has been removed since.
     async fn sync_feed(
         &self,
         feed: &str,

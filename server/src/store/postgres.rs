@@ -658,6 +658,15 @@ impl Store for PgStore {
         let creator = feed_creator(feed);
         let mut tx = self.pool.begin().await?;
         lock(&mut tx, &creator).await?;
+        let removed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM feeds WHERE name = $1 AND removed_at IS NOT NULL)",
+        )
+        .bind(feed)
+        .fetch_one(&mut *tx)
+        .await?;
+        if removed {
+            return Err(StoreError::NotFound(format!("feed {feed:?}")));
+        }
         let rows = sqlx::query(&format!(
             "SELECT {DECISION_COLUMNS} FROM decisions d WHERE kind = 'ban' AND creator = $2
                AND (expires_at IS NULL OR expires_at > $1)
@@ -690,7 +699,8 @@ impl Store for PgStore {
     async fn put_feed_status(&self, f: &FeedStatus) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO feed_status (name, last_attempt, last_success, entries, invalid_lines, last_error)
-             VALUES ($1, $2, $3, $4, $5, $6)
+             SELECT $1, $2, $3, $4, $5, $6
+             WHERE NOT EXISTS (SELECT 1 FROM feeds WHERE name = $1 AND removed_at IS NOT NULL)
              ON CONFLICT (name) DO UPDATE SET last_attempt = $2, last_success = $3, entries = $4,
                invalid_lines = $5, last_error = $6",
         )
@@ -877,4 +887,5 @@ impl Store for PgStore {
     }
 }
 
+mod feeds;
 mod identity;

@@ -2,12 +2,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::api::*;
 use super::postgres::{decision_from, PgStore};
+use super::rollup;
 use super::{from_version, to_version, StoreError};
 
 fn unique_violation(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
@@ -173,12 +175,32 @@ fn push_page(
     q.push_bind(i64::from(page.limit));
 }
 
+/// For a /24 (IPv4) or /64 (IPv6) prefix, the network as the key of the
+/// `events_network_time` index, which lists its events newest first
+/// (migration 0006). Only an exact match is used: with a second condition on
+/// the address the planner multiplies the two selectivities, expects a few
+/// rows and sorts them all again. A single address has its own index
+/// (`events_ip_time`); other prefixes are read by address range and sorted.
+fn network_key(net: &IpNet) -> Option<IpNet> {
+    let key_len = match net {
+        IpNet::V4(_) => 24,
+        IpNet::V6(_) => 64,
+    };
+    (net.prefix_len() == key_len).then(|| net.trunc())
+}
+
 fn push_event_filter(q: &mut QueryBuilder<'_, Postgres>, f: &EventFilter) {
     q.push(" WHERE TRUE");
     if let Some(ip) = f.ip {
-        q.push(" AND ip <<= ");
-        q.push_bind(ip.to_string());
-        q.push("::inet");
+        if let Some(net) = network_key(&ip) {
+            q.push(" AND event_network(ip) = ");
+            q.push_bind(net.to_string());
+            q.push("::cidr");
+        } else {
+            q.push(" AND ip <<= ");
+            q.push_bind(ip.to_string());
+            q.push("::inet");
+        }
     }
     if let Some(j) = &f.jail {
         q.push(" AND jail = ");
@@ -591,14 +613,18 @@ impl ApiStore for PgStore {
         if let Some(s) = &f.scope {
             q.push(" AND d.scope = ").push_bind(s.clone());
         }
+        // "Not revoked" tests the join column: Postgres then plans an anti
+        // join with a sound row estimate and walks the newest bans in index
+        // order; `r.id IS NULL` kept the outer join, estimated one row and
+        // sorted every unexpired ban (docs/benchmarks.md, REST API).
         match f.status {
             Some(DecisionStatus::Active) => {
-                q.push(" AND r.id IS NULL AND (d.expires_at IS NULL OR d.expires_at > ")
+                q.push(" AND r.revokes IS NULL AND (d.expires_at IS NULL OR d.expires_at > ")
                     .push_bind(now)
                     .push(")");
             }
             Some(DecisionStatus::Expired) => {
-                q.push(" AND r.id IS NULL AND d.expires_at <= ")
+                q.push(" AND r.revokes IS NULL AND d.expires_at <= ")
                     .push_bind(now);
             }
             Some(DecisionStatus::Revoked) => {
@@ -691,23 +717,79 @@ impl ApiStore for PgStore {
             Series::Events => ("events", "occurred_at", ""),
             Series::Decisions => ("decisions", "created_at", " AND kind = 'ban'"),
         };
-        let sql = format!(
-            "SELECT to_timestamp(floor(extract(epoch FROM {col}) / $3) * $3) AS start, count(*) AS n
-             FROM {table} WHERE {col} >= $1 AND {col} < $2{extra} GROUP BY 1 ORDER BY 1"
-        );
-        sqlx::query(&sql)
-            .bind(since)
-            .bind(until)
-            .bind(step as f64)
+        let split = match series {
+            Series::Events => rollup::split(since, until, step),
+            Series::Decisions => rollup::Split {
+                minutes: None,
+                raw: vec![(since, until)],
+            },
+        };
+        let mut parts: Vec<(i64, i64)> = Vec::new();
+        if let Some((lo, hi)) = split.minutes {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT minute, sum(n)::bigint FROM event_minutes
+                 WHERE minute >= $1 AND minute < $2 GROUP BY minute",
+            )
+            .bind(lo)
+            .bind(hi)
             .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(Bucket {
-                    start: r.try_get("start")?,
-                    count: u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
-                })
-            })
-            .collect()
+            .await?;
+            parts.extend(
+                rows.into_iter()
+                    .map(|(minute, n)| (rollup::bucket_of(minute * 60, step), n)),
+            );
+        }
+        let sql = format!(
+            "SELECT floor(extract(epoch FROM {col}) / $3)::bigint * $4 AS start, count(*) AS n
+             FROM {table} WHERE {col} >= $1 AND {col} < $2{extra} GROUP BY 1"
+        );
+        for (from, to) in split.raw {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(&sql)
+                .bind(from)
+                .bind(to)
+                .bind(step as f64)
+                .bind(step)
+                .fetch_all(self.pool())
+                .await?;
+            parts.extend(rows);
+        }
+        rollup::merge(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::network_key;
+
+    fn key(net: &str) -> Option<String> {
+        network_key(&net.parse().expect("net")).map(|n| n.to_string())
+    }
+
+    #[test]
+    fn networks_are_their_own_key() {
+        assert_eq!(key("198.51.100.0/24").as_deref(), Some("198.51.100.0/24"));
+        assert_eq!(key("198.51.100.77/24").as_deref(), Some("198.51.100.0/24"));
+        assert_eq!(
+            key("2001:db8:1:2::/64").as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        assert_eq!(
+            key("2001:db8:1:2::9/64").as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+    }
+
+    #[test]
+    fn other_prefixes_and_addresses_have_none() {
+        for net in [
+            "198.51.100.7/32",
+            "198.51.100.0/26",
+            "198.51.0.0/16",
+            "2001:db8::1/128",
+            "2001:db8::/80",
+            "2001:db8::/48",
+        ] {
+            assert_eq!(key(net), None, "{net}");
+        }
     }
 }

@@ -538,6 +538,15 @@ impl Store for SqliteStore {
         plan: PlanFeed<'_>,
     ) -> Result<Vec<Decision>, StoreError> {
         let creator = feed_creator(feed);
+        let removed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM feeds WHERE name = ?1 AND removed_at IS NOT NULL)",
+        )
+        .bind(feed)
+        .fetch_one(&self.pool)
+        .await?;
+        if removed {
+            return Err(StoreError::NotFound(format!("feed {feed:?}")));
+        }
         let current: Vec<Decision> = self
             .active_bans(now)
             .await?
@@ -567,7 +576,8 @@ impl Store for SqliteStore {
     async fn put_feed_status(&self, f: &FeedStatus) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO feed_status (name, last_attempt, last_success, entries, invalid_lines, last_error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE NOT EXISTS (SELECT 1 FROM feeds WHERE name = ?1 AND removed_at IS NOT NULL)
              ON CONFLICT (name) DO UPDATE SET last_attempt = ?2, last_success = ?3, entries = ?4,
                invalid_lines = ?5, last_error = ?6",
         )
@@ -719,4 +729,5 @@ impl Store for SqliteStore {
     }
 }
 
+mod feeds;
 mod identity;

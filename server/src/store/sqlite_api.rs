@@ -9,6 +9,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::api::*;
+use super::rollup;
 use super::sqlite::{decision_from, ms, time, SqliteStore};
 use super::{from_version, to_version, StoreError};
 
@@ -783,24 +784,45 @@ impl ApiStore for SqliteStore {
             Series::Events => ("events", "occurred_at", ""),
             Series::Decisions => ("decisions", "created_at", " AND kind = 'ban'"),
         };
+        let split = match series {
+            Series::Events => rollup::split(since, until, step),
+            Series::Decisions => rollup::Split {
+                minutes: None,
+                raw: vec![(since, until)],
+            },
+        };
+        let mut parts: Vec<(i64, i64)> = Vec::new();
+        if let Some((lo, hi)) = split.minutes {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT minute, n FROM event_minutes WHERE minute >= ?1 AND minute < ?2",
+            )
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(self.pool())
+            .await?;
+            parts.extend(
+                rows.into_iter()
+                    .map(|(minute, n)| (rollup::bucket_of(minute * 60, step), n)),
+            );
+        }
+        // Buckets in milliseconds, rounded down also before 1970.
         let step_ms = step.saturating_mul(1000).max(1);
         let sql = format!(
-            "SELECT ({col} / ?3) * ?3 AS start, count(*) AS n
-             FROM {table} WHERE {col} >= ?1 AND {col} < ?2{extra} GROUP BY 1 ORDER BY 1"
+            "SELECT ({col} / ?3 - ({col} % ?3 < 0)) * ?3 AS start, count(*) AS n
+             FROM {table} WHERE {col} >= ?1 AND {col} < ?2{extra} GROUP BY 1"
         );
-        sqlx::query(&sql)
-            .bind(ms(since))
-            .bind(ms(until))
-            .bind(step_ms)
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(Bucket {
-                    start: time(r.try_get("start")?)?,
-                    count: u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
-                })
-            })
-            .collect()
+        for (from, to) in split.raw {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(&sql)
+                .bind(ms(from))
+                .bind(ms(to))
+                .bind(step_ms)
+                .fetch_all(self.pool())
+                .await?;
+            parts.extend(
+                rows.into_iter()
+                    .map(|(start, n)| (start.div_euclid(1000), n)),
+            );
+        }
+        rollup::merge(parts)
     }
 }

@@ -9,8 +9,12 @@ use uuid::Uuid;
 
 use super::*;
 
+mod feeds;
 mod identity;
+use feeds::*;
 use identity::*;
+mod queries;
+use queries::*;
 
 fn t(s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + s, 0)
@@ -1117,10 +1121,16 @@ store_suite!(
     facts_for_correlation,
     one_certificate_authority,
     tokens_are_used_up_and_expire,
+    revoked_tokens_enroll_no_more,
+    feeds_are_added_and_removed_with_their_bans,
+    a_removed_feed_gets_no_status,
     revoked_agents_may_enroll_again,
     users_sessions_and_tokens,
     audit_log_and_secrets,
     decision_and_event_queries,
+    stats_count_stored_events_only,
+    prefix_events_newest_first,
+    active_bans_of_one_origin,
 );
 
 #[tokio::test]

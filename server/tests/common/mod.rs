@@ -147,6 +147,8 @@ impl Api {
             accounts: accounts.clone(),
             identities: identities.clone(),
             feeds: Arc::new(Vec::new()),
+            feed_client: fleetban_server::feeds::client().expect("feed client"),
+            feeds_changed: Arc::new(tokio::sync::Notify::new()),
             agent_url: Some(AGENT_URL.to_owned()),
         });
         let router = fleetban_server::http::router(service.clone(), state);

@@ -1,9 +1,9 @@
 // Agents: every host's health, version, last contact, what its firewall
 // enforces and how far behind the block list it is; admins enroll new
-// agents (a token and the command to run) and revoke agents.
+// agents (a token and the command to run), revoke tokens and revoke agents.
 
 import { useState } from "preact/hooks";
-import { get, post } from "../api";
+import { del, get, post } from "../api";
 import { useCan } from "../auth";
 import { Dialog } from "../components/Dialog";
 import { Badge, describe, ErrorNote } from "../components/Status";
@@ -230,8 +230,16 @@ function EnrollCommand({ created, onDone }: { created: CreatedEnrollmentToken; o
   );
 }
 
+function tokenState(t: EnrollmentToken, now: number): string {
+  if (t.revoked_at) return "revoked";
+  if (t.uses >= t.max_uses) return "used";
+  return Date.parse(t.expires_at) <= now ? "expired" : "active";
+}
+
 function EnrollmentTokens() {
   const tokens = useLoad(() => get<EnrollmentToken[]>("/api/v1/enrollment-tokens"), []);
+  const [revoking, setRevoking] = useState<EnrollmentToken | null>(null);
+  const [revokeError, setRevokeError] = useState<string | null>(null);
   const now = Date.now();
   return (
     <section class="card" aria-labelledby="enroll-tokens-title">
@@ -247,29 +255,64 @@ function EnrollmentTokens() {
               <th scope="col">Used</th>
               <th scope="col">Created</th>
               <th scope="col">Expires</th>
+              <th scope="col">Actions</th>
             </tr>
           </thead>
           <tbody>
-            {(tokens.data ?? []).map((t) => (
-              <tr key={t.id}>
-                <td>
-                  <code>{t.id}</code>
-                </td>
-                <td>{t.group ?? "—"}</td>
-                <td>
-                  <Badge value={t.uses >= t.max_uses ? "used" : Date.parse(t.expires_at) <= now ? "expired" : "active"} />
-                </td>
-                <td>
-                  {t.uses} / {t.max_uses}
-                </td>
-                <td>{time(t.created_at)}</td>
-                <td>{time(t.expires_at)}</td>
-              </tr>
-            ))}
+            {(tokens.data ?? []).map((t) => {
+              const state = tokenState(t, now);
+              return (
+                <tr key={t.id} data-token={t.id}>
+                  <td>
+                    <code>{t.id}</code>
+                  </td>
+                  <td>{t.group ?? "—"}</td>
+                  <td>
+                    <Badge value={state} />
+                  </td>
+                  <td>
+                    {t.uses} / {t.max_uses}
+                  </td>
+                  <td>{time(t.created_at)}</td>
+                  <td>{time(t.expires_at)}</td>
+                  <td>
+                    {state === "active" && (
+                      <button type="button" class="danger small" aria-label={`Revoke token ${t.id}`} onClick={() => setRevoking(t)}>
+                        Revoke
+                      </button>
+                    )}
+                  </td>
+                </tr>
+              );
+            })}
           </tbody>
         </table>
       </div>
       {!tokens.loading && (tokens.data ?? []).length === 0 && <p class="muted">No enrollment token yet.</p>}
+      {revoking && (
+        <Dialog
+          title={`Revoke token ${revoking.id}`}
+          submitLabel="Revoke token"
+          danger
+          error={revokeError}
+          onClose={() => {
+            setRevoking(null);
+            setRevokeError(null);
+          }}
+          onSubmit={() =>
+            del(`/api/v1/enrollment-tokens/${encodeURIComponent(revoking.id)}`).then(
+              () => {
+                setRevoking(null);
+                setRevokeError(null);
+                tokens.reload();
+              },
+              (e) => setRevokeError(describe(e)),
+            )
+          }
+        >
+          <p>No agent can enroll with this token any more. Agents it already enrolled stay; revoke them one by one.</p>
+        </Dialog>
+      )}
     </section>
   );
 }

@@ -1,9 +1,9 @@
 // Allowlists: networks never banned, fleet-wide or for one agent group.
 // Correlation and the agents refuse to ban them; operators and admins add
-// and remove entries, viewers read.
+// and remove entries and say why each is there (a comment), viewers read.
 
 import { useState } from "preact/hooks";
-import { del, get, post, withQuery } from "../api";
+import { del, get, patch, post, withQuery } from "../api";
 import { useCan } from "../auth";
 import { Dialog } from "../components/Dialog";
 import { describe, ErrorNote } from "../components/Status";
@@ -13,11 +13,12 @@ import type { Allowlists as Lists } from "../types";
 interface Entry {
   network: string;
   group: string | null;
+  comment: string | null;
 }
 
 function entries(l: Lists): Entry[] {
-  const out: Entry[] = l.global.map((network) => ({ network, group: null }));
-  for (const [group, nets] of Object.entries(l.groups)) for (const network of nets) out.push({ network, group });
+  const out: Entry[] = l.global.map((i) => ({ ...i, group: null }));
+  for (const [group, items] of Object.entries(l.groups)) for (const i of items) out.push({ ...i, group });
   return out;
 }
 
@@ -26,6 +27,10 @@ export function Allowlists() {
   const canWrite = useCan("policies:write");
   const [network, setNetwork] = useState("");
   const [group, setGroup] = useState("");
+  const [comment, setComment] = useState("");
+  const [editing, setEditing] = useState<Entry | null>(null);
+  const [editText, setEditText] = useState("");
+  const [editError, setEditError] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [removing, setRemoving] = useState<Entry | null>(null);
@@ -33,8 +38,9 @@ export function Allowlists() {
   const add = async () => {
     setBusy(true);
     try {
-      await post("/api/v1/allowlists", { network: network.trim(), group: group.trim() || null });
+      await post("/api/v1/allowlists", { network: network.trim(), group: group.trim() || null, comment: comment.trim() || null });
       setNetwork("");
+      setComment("");
       setError(null);
       lists.reload();
     } catch (e) {
@@ -68,6 +74,10 @@ export function Allowlists() {
             Group (empty: fleet-wide)
             <input name="group" value={group} onInput={(e) => setGroup(e.currentTarget.value)} placeholder="web" />
           </label>
+          <label>
+            Why (comment)
+            <input name="comment" maxLength={200} value={comment} onInput={(e) => setComment(e.currentTarget.value)} placeholder="uptime monitoring" />
+          </label>
           <button type="submit" class="primary" disabled={busy}>
             Add
           </button>
@@ -85,6 +95,7 @@ export function Allowlists() {
             <tr>
               <th scope="col">Network</th>
               <th scope="col">Applies to</th>
+              <th scope="col">Comment</th>
               {canWrite && <th scope="col">Actions</th>}
             </tr>
           </thead>
@@ -95,8 +106,22 @@ export function Allowlists() {
                   <code>{e.network}</code>
                 </td>
                 <td>{e.group === null ? "the whole fleet" : `group ${e.group}`}</td>
+                <td class="wrap" data-testid="comment">
+                  {e.comment ?? <span class="muted">—</span>}
+                </td>
                 {canWrite && (
-                  <td>
+                  <td class="actions">
+                    <button
+                      type="button"
+                      class="small"
+                      aria-label={`Edit comment of ${e.network}`}
+                      onClick={() => {
+                        setEditing(e);
+                        setEditText(e.comment ?? "");
+                      }}
+                    >
+                      Comment
+                    </button>{" "}
                     <button type="button" class="danger small" aria-label={`Remove ${e.network}`} onClick={() => setRemoving(e)}>
                       Remove
                     </button>
@@ -109,6 +134,32 @@ export function Allowlists() {
       </div>
       {!lists.loading && list.length === 0 && <p class="muted">No allowlist entry.</p>}
       {lists.data && <p class="muted small">Policy version {lists.data.policy_version}.</p>}
+      {editing && (
+        <Dialog
+          title={`Comment on ${editing.network}`}
+          submitLabel="Save"
+          error={editError}
+          onClose={() => {
+            setEditing(null);
+            setEditError(null);
+          }}
+          onSubmit={() =>
+            patch("/api/v1/allowlists", { network: editing.network, group: editing.group, comment: editText.trim() }).then(
+              () => {
+                setEditing(null);
+                setEditError(null);
+                lists.reload();
+              },
+              (e) => setEditError(describe(e)),
+            )
+          }
+        >
+          <label>
+            Why it is allowlisted (empty: no comment)
+            <input name="edit-comment" maxLength={200} value={editText} onInput={(e) => setEditText(e.currentTarget.value)} />
+          </label>
+        </Dialog>
+      )}
       {removing && (
         <Dialog
           title={`Remove ${removing.network}`}

@@ -114,6 +114,8 @@ pub struct EnrollmentTokenView {
     pub expires_at: DateTime<Utc>,
     pub max_uses: u32,
     pub uses: u32,
+    /// When it was revoked; absent while it may be used.
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl From<TokenRecord> for EnrollmentTokenView {
@@ -125,6 +127,7 @@ impl From<TokenRecord> for EnrollmentTokenView {
             expires_at: t.expires_at,
             max_uses: t.max_uses,
             uses: t.uses,
+            revoked_at: t.revoked_at,
         }
     }
 }
@@ -140,6 +143,42 @@ pub async fn list_tokens(
     auth.require(Scope::AgentsWrite)?;
     let tokens = state.service.store().tokens().await?;
     Ok(Json(tokens.into_iter().map(Into::into).collect()))
+}
+
+/// Revoke an enrollment token: no agent enrolls with it any more, and
+/// agents it enrolled stay (revoke those one by one). Revoking it again
+/// keeps the first time (needs `agents:write`).
+#[utoipa::path(delete, path = "/api/v1/enrollment-tokens/{id}", tag = "agents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the token's id")),
+    responses((status = 200, body = EnrollmentTokenView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_token(
+    State(state): State<Arc<ApiState>>,
+    Source(source): Source,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EnrollmentTokenView>> {
+    let actor = auth.require(Scope::AgentsWrite)?.actor();
+    if !plausible_id(&id) {
+        return Err(ApiError::not_found(format!(
+            "enrollment token {id:?} not found"
+        )));
+    }
+    let t = state
+        .identities
+        .revoke_token(&id)
+        .await
+        .map_err(identity_error)?;
+    state
+        .accounts
+        .audit(
+            &actor,
+            "enrollment_token.revoke",
+            &id,
+            serde_json::json!({ "group": t.group, "uses": t.uses }),
+            source,
+        )
+        .await;
+    Ok(Json(t.into()))
 }
 
 /// Longest lifetime of an enrollment token (30 days).

@@ -46,8 +46,12 @@ pub struct ApiState {
     pub accounts: Arc<Accounts>,
     /// Agent identities: revoking through it ends the agent's open stream.
     pub identities: Arc<Identities>,
-    /// The feeds this server imports, as configured.
+    /// The feeds of this server's configuration file.
     pub feeds: Arc<Vec<FeedConfig>>,
+    /// The HTTP client feeds are fetched with (for a refresh asked for).
+    pub feed_client: reqwest::Client,
+    /// Wakes the feed supervisor when a feed was added or removed here.
+    pub feeds_changed: Arc<tokio::sync::Notify>,
     /// The gRPC URL agents reach this server by, shown with new enrollment
     /// tokens; `None` when unknown (plaintext mode).
     pub agent_url: Option<String>,
@@ -86,6 +90,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/enrollment-tokens",
             get(agents::list_tokens).post(agents::create_token),
         )
+        .route("/enrollment-tokens/{id}", delete(agents::revoke_token))
         .route(
             "/policies/rules",
             get(policies::get_rules).put(policies::put_rules),
@@ -99,9 +104,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/allowlists",
             get(allowlists::list)
                 .post(allowlists::add)
+                .patch(allowlists::comment)
                 .delete(allowlists::remove),
         )
-        .route("/feeds", get(feeds::list))
+        .route("/feeds", get(feeds::list).post(feeds::create))
+        .route("/feeds/{name}", delete(feeds::remove))
+        .route("/feeds/{name}/refresh", post(feeds::refresh))
         .route("/audit", get(fleet::audit))
         .route("/stats", get(fleet::stats))
         .route("/stream", get(stream::stream))

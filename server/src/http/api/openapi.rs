@@ -45,6 +45,7 @@ impl Modify for CommonErrors {
                 &mut item.post,
                 &mut item.delete,
                 &mut item.put,
+                &mut item.patch,
             ]
             .into_iter()
             .flatten()
@@ -107,11 +108,11 @@ impl Modify for Security {
         decisions::bulk, decisions::export,
         events::list, events::aggregate, events::lookup,
         fleet::agents, fleet::agent, fleet::audit, fleet::stats,
-        agents::revoke, agents::list_tokens, agents::create_token,
+        agents::revoke, agents::list_tokens, agents::create_token, agents::revoke_token,
         policies::get_rules, policies::put_rules, policies::list_jails,
         policies::put_jail, policies::delete_jail,
-        allowlists::list, allowlists::add, allowlists::remove,
-        feeds::list,
+        allowlists::list, allowlists::add, allowlists::comment, allowlists::remove,
+        feeds::list, feeds::create, feeds::remove, feeds::refresh,
         stream::stream,
         crate::http::crowdsec::stream, crate::http::crowdsec::decisions,
     ),

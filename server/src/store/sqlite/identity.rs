@@ -28,6 +28,27 @@ fn enrollment(row: &SqliteRow) -> Result<Enrollment, StoreError> {
     })
 }
 
+const TOKEN_COLUMNS: &str = "id, agent_group, created_at, expires_at, max_uses, uses, revoked_at";
+
+fn token_record(r: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    let count = |c: &str| -> Result<u32, StoreError> {
+        let n: i32 = r.try_get(c)?;
+        u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("token {c} {n}")))
+    };
+    Ok(TokenRecord {
+        id: r.try_get("id")?,
+        group: r.try_get("agent_group")?,
+        created_at: time(r.try_get("created_at")?)?,
+        expires_at: time(r.try_get("expires_at")?)?,
+        max_uses: count("max_uses")?,
+        uses: count("uses")?,
+        revoked_at: r
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(time)
+            .transpose()?,
+    })
+}
+
 #[async_trait]
 impl IdentityStore for SqliteStore {
     async fn certificate_authority(&self) -> Result<Option<StoredCa>, StoreError> {
@@ -92,7 +113,7 @@ impl IdentityStore for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let used = sqlx::query(
             "UPDATE enrollment_tokens SET uses = uses + 1
-             WHERE secret_sha256 = ?1 AND expires_at > ?2 AND uses < max_uses
+             WHERE secret_sha256 = ?1 AND expires_at > ?2 AND uses < max_uses AND revoked_at IS NULL
              RETURNING id, agent_group",
         )
         .bind(&e.token_sha256)
@@ -101,7 +122,7 @@ impl IdentityStore for SqliteStore {
         .await?;
         let Some(token) = used else {
             let row = sqlx::query(
-                "SELECT id, expires_at > ?2 AS live FROM enrollment_tokens WHERE secret_sha256 = ?1",
+                "SELECT id, expires_at > ?2 AS live, revoked_at IS NOT NULL AS revoked FROM enrollment_tokens WHERE secret_sha256 = ?1",
             )
             .bind(&e.token_sha256)
             .bind(ms(now))
@@ -109,6 +130,9 @@ impl IdentityStore for SqliteStore {
             .await?;
             return Err(StoreError::Refused(match row {
                 None => Refusal::UnknownToken,
+                Some(r) if r.try_get::<bool, _>("revoked")? => {
+                    Refusal::RevokedToken(r.try_get("id")?)
+                }
                 Some(r) if r.try_get::<bool, _>("live")? => Refusal::UsedUpToken(r.try_get("id")?),
                 Some(r) => Refusal::ExpiredToken(r.try_get("id")?),
             }));
@@ -191,27 +215,28 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        sqlx::query(
-            "SELECT id, agent_group, created_at, expires_at, max_uses, uses FROM enrollment_tokens
-             ORDER BY created_at DESC, id",
-        )
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens ORDER BY created_at DESC, id"
+        ))
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| {
-            let count = |c: &str| -> Result<u32, StoreError> {
-                let n: i32 = r.try_get(c)?;
-                u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("token {c} {n}")))
-            };
-            Ok(TokenRecord {
-                id: r.try_get("id")?,
-                group: r.try_get("agent_group")?,
-                created_at: time(r.try_get("created_at")?)?,
-                expires_at: time(r.try_get("expires_at")?)?,
-                max_uses: count("max_uses")?,
-                uses: count("uses")?,
-            })
-        })
+        .map(token_record)
         .collect()
+    }
+
+    async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> Result<TokenRecord, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(ms(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => token_record(&r),
+            None => Err(StoreError::NotFound(format!("enrollment token {id:?}"))),
+        }
     }
 }

@@ -169,3 +169,28 @@ pub(crate) async fn revoked_agents_may_enroll_again(s: Arc<dyn Store>) {
     assert_eq!(listed[0].cert_sha256, "cert-a2");
     assert_eq!(listed[0].enrolled_at, t(5));
 }
+
+pub(crate) async fn revoked_tokens_enroll_no_more(s: Arc<dyn Store>) {
+    s.create_token(&token("multi", 100, 5), t(0))
+        .await
+        .expect("create");
+    s.enroll(&enrollment("multi", "a", "cert-a"), t(1))
+        .await
+        .expect("enroll a");
+    let revoked = s.revoke_token("multi", t(2)).await.expect("revoke");
+    assert_eq!((revoked.revoked_at, revoked.uses), (Some(t(2)), 1));
+    let again = s.revoke_token("multi", t(3)).await.expect("revoke again");
+    assert_eq!(again.revoked_at, Some(t(2)), "the first time is kept");
+    assert_eq!(
+        refusal(s.enroll(&enrollment("multi", "b", "cert-b"), t(4)).await),
+        Refusal::RevokedToken("multi".into())
+    );
+    assert_eq!(s.credential("cert-b").await.expect("lookup"), None);
+    let a = s.credential("cert-a").await.expect("lookup").expect("a");
+    assert_eq!(a.revoked_at, None, "agents it enrolled stay enrolled");
+    assert_eq!(s.tokens().await.expect("tokens")[0].uses, 1);
+    assert!(matches!(
+        s.revoke_token("nope", t(5)).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
