@@ -854,6 +854,7 @@ mod tests {
             .expect("start");
         let ban = |reply| EnforceCmd::Manual {
             target: net("192.0.2.44/32"),
+            ports: PortScope::all(),
             expires_ms: Some(now_ms() + 600_000),
             reason: "by hand".into(),
             ssh_client: None,
