@@ -7,7 +7,9 @@
 //! entries (IPv4 and IPv6 hosts, some prefixes, overlapping ones merged
 //! first as the agent does), the kernel memory it took (`Slab` in
 //! /proc/meminfo, before and after), one delta of 1 entry (median and p99
-//! of 50) and one of 1,000 entries; then fail2ban's way, one `iptables -I`
+//! of 50) and one of 1,000 entries, and port-scoped bans beside them (one
+//! `tcp/22` ban, median and p99 of 50, and one `tcp/8000:8100` ban of 101
+//! elements); then fail2ban's way, one `iptables -I`
 //! process per address, for 5,000 addresses, beside fleetban's sync of the
 //! same 5,000, with the ratio.
 //!
@@ -143,6 +145,7 @@ fn block_list(n: usize, seed: u64) -> (fleetban_agent::blocklist::BlockList, i64
             origin: "local".into(),
             jail: "bench".into(),
             reason: String::new(),
+            ports: Default::default(),
         });
     }
     (bans, now)
@@ -168,6 +171,7 @@ fn agent_update(n: usize) {
             origin: "local".into(),
             jail: "bench".into(),
             reason: String::new(),
+            ports: Default::default(),
         });
         let t = Instant::now();
         let c = update(&mut bans, &mut applied, &mut nets, now);
@@ -225,7 +229,7 @@ async fn bench_backend(fw: &mut dyn Firewall, entries: &[Entry]) -> anyhow::Resu
     let slab = slab_kb();
     let cpu = cpu_s();
     let t = Instant::now();
-    fw.sync(entries).await?;
+    fw.sync(entries, &[]).await?;
     let load = t.elapsed();
     let cpu = cpu_s() - cpu;
     let slab_after = slab_kb();
@@ -247,7 +251,7 @@ async fn bench_backend(fw: &mut dyn Firewall, entries: &[Entry]) -> anyhow::Resu
     // The same list again over the loaded one: every element replaced in
     // one transaction (a restart, or a repair after drift).
     let t = Instant::now();
-    fw.sync(entries).await?;
+    fw.sync(entries, &[]).await?;
     println!(
         "{}: full sync replacing a loaded list of {} entries in {:.2} s",
         fw.name(),
@@ -265,7 +269,7 @@ async fn bench_backend(fw: &mut dyn Firewall, entries: &[Entry]) -> anyhow::Resu
         )));
         let changes = Changes {
             add: vec![(target, Some(600_000))],
-            remove: vec![],
+            ..Changes::default()
         };
         let t = Instant::now();
         fw.apply(&changes).await?;
@@ -285,7 +289,7 @@ async fn bench_backend(fw: &mut dyn Firewall, entries: &[Entry]) -> anyhow::Resu
     let t = Instant::now();
     fw.apply(&Changes {
         add: thousand,
-        remove: vec![],
+        ..Changes::default()
     })
     .await?;
     let batch = t.elapsed();
@@ -295,6 +299,58 @@ async fn bench_backend(fw: &mut dyn Firewall, entries: &[Entry]) -> anyhow::Resu
         ms(one[one.len() / 2]),
         ms(one[one.len() * 99 / 100]),
         ms(batch)
+    );
+
+    // Port-scoped bans beside the full list: one `tcp/22` ban (one
+    // element), and one `tcp/8000:8100` ban (101 elements, one per port).
+    let port_ban = |i: u32, ports: std::ops::RangeInclusive<u16>| {
+        let target = IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(
+            0xc613_1000 + i,
+        )));
+        Changes {
+            ports: fleetban_agent::blocklist::Delta {
+                add: ports
+                    .map(|port| {
+                        (
+                            fleetban_agent::blocklist::PortKey {
+                                target,
+                                proto: 6,
+                                port,
+                            },
+                            Some(600_000),
+                        )
+                    })
+                    .collect(),
+                remove: vec![],
+            },
+            ..Changes::default()
+        }
+    };
+    let mut scoped = Vec::new();
+    for i in 0..50u32 {
+        let c = port_ban(i, 22..=22);
+        let t = Instant::now();
+        fw.apply(&c).await?;
+        scoped.push(t.elapsed());
+    }
+    scoped.sort();
+    let c = port_ban(100, 8000..=8100);
+    let t = Instant::now();
+    fw.apply(&c).await?;
+    let range = t.elapsed();
+    let read = fw.read().await?;
+    anyhow::ensure!(
+        read.ports.len() == 50 + 101,
+        "{} holds {} port elements of 151",
+        fw.name(),
+        read.ports.len()
+    );
+    println!(
+        "{}: port-scoped ban (tcp/22, 1 element): median {:.2} ms, p99 {:.2} ms (50 runs); tcp/8000:8100 (101 elements): {:.2} ms",
+        fw.name(),
+        ms(scoped[scoped.len() / 2]),
+        ms(scoped[scoped.len() * 99 / 100]),
+        ms(range)
     );
     fw.flush().await?;
     Ok(())
@@ -331,7 +387,7 @@ async fn fail2ban_way() -> anyhow::Result<()> {
         .collect();
     let mut fw = NftablesFirewall::new("fleetban".into());
     let t = Instant::now();
-    fw.sync(&entries).await?;
+    fw.sync(&entries, &[]).await?;
     let ours = t.elapsed();
     fw.flush().await?;
     println!(

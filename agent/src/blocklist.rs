@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use fleetban_proto::BlockEntry;
+use fleetban_proto::{BlockEntry, PortScope};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,36 @@ pub type Expiry = Option<i64>;
 
 /// Target → expiry, as enforced or to enforce.
 pub type Enforced = BTreeMap<IpNet, Expiry>;
+
+/// One port of one protocol banned for one target: a firewall element of
+/// a port-scoped ban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortKey {
+    pub target: IpNet,
+    /// IP protocol number: 6 (TCP) or 17 (UDP).
+    pub proto: u8,
+    pub port: u16,
+}
+
+impl PortKey {
+    /// `tcp` or `udp` (nftables, ipset and people all read these).
+    pub fn proto_name(&self) -> &'static str {
+        if self.proto == 17 {
+            "udp"
+        } else {
+            "tcp"
+        }
+    }
+}
+
+impl std::fmt::Display for PortKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.target, self.proto_name(), self.port)
+    }
+}
+
+/// Port element → expiry, as enforced or to enforce.
+pub type PortsEnforced = BTreeMap<PortKey, Expiry>;
 
 /// Two expiries closer than this are the same (the kernel counts in ms, the
 /// agent's ticks are coarser).
@@ -30,14 +60,19 @@ pub struct LocalBan {
     pub origin: String,
     pub jail: String,
     pub reason: String,
+    /// The ports banned (all traffic when empty).
+    #[serde(default, skip_serializing_if = "PortScope::is_all")]
+    pub ports: PortScope,
 }
 
 /// A fleet decision as kept by the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetBan {
     pub id: u64,
     pub target: IpNet,
     pub expires_ms: Expiry,
+    #[serde(default, skip_serializing_if = "PortScope::is_all")]
+    pub ports: PortScope,
 }
 
 /// Everything the block list holds, for saving and for status.
@@ -59,11 +94,20 @@ pub struct BlockList {
     touched: HashSet<IpNet>,
     /// A prefix changed, or everything did: only a full recomputation tells.
     all_touched: bool,
+    /// Port-scoped bans, kept apart so address-wide ones keep their fast
+    /// path: this agent's, by target and scope; the fleet's, by id.
+    local_ports: HashMap<(IpNet, PortScope), LocalBan>,
+    fleet_ports: HashMap<u64, (IpNet, PortScope, Expiry)>,
+    /// A port-scoped ban changed since [`BlockList::take_ports_touched`].
+    ports_touched: bool,
 }
 
 impl Default for BlockList {
     fn default() -> Self {
         BlockList {
+            local_ports: HashMap::new(),
+            fleet_ports: HashMap::new(),
+            ports_touched: true,
             local: HashMap::new(),
             fleet: HashMap::new(),
             fleet_by_target: HashMap::new(),
@@ -87,17 +131,51 @@ fn is_host(t: &IpNet) -> bool {
     t.prefix_len() == t.max_prefix_len()
 }
 
+/// Changes to one kind of firewall element, with remaining times in ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta<K> {
+    /// Elements to add, each with its remaining time (`None`: no expiry).
+    pub add: Vec<(K, Option<i64>)>,
+    pub remove: Vec<K>,
+}
+
+impl<K> Default for Delta<K> {
+    fn default() -> Self {
+        Delta {
+            add: Vec::new(),
+            remove: Vec::new(),
+        }
+    }
+}
+
+impl<K> Delta<K> {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
 /// Changes to make in the firewall, with remaining times in ms.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Changes {
     /// Targets to add, each with its remaining time (`None`: no expiry).
     pub add: Vec<(IpNet, Option<i64>)>,
     pub remove: Vec<IpNet>,
+    /// Port-scoped elements.
+    pub ports: Delta<PortKey>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.remove.is_empty()
+        self.add.is_empty() && self.remove.is_empty() && self.ports.is_empty()
+    }
+
+    /// Address-wide changes only.
+    pub fn nets(d: Delta<IpNet>) -> Self {
+        Changes {
+            add: d.add,
+            remove: d.remove,
+            ports: Delta::default(),
+        }
     }
 }
 
@@ -145,6 +223,18 @@ impl BlockList {
     /// A ban by one of this agent's jails or by hand. A ban of a target
     /// already banned keeps the later expiry.
     pub fn add_local(&mut self, ban: LocalBan) {
+        if !ban.ports.is_all() {
+            self.ports_touched = true;
+            let key = (ban.target, ban.ports.clone());
+            match self.local_ports.get_mut(&key) {
+                Some(old) if later(old.expires_ms, ban.expires_ms) != ban.expires_ms => {}
+                Some(old) => *old = ban,
+                None => {
+                    self.local_ports.insert(key, ban);
+                }
+            }
+            return;
+        }
         let target = ban.target;
         match self.local.get_mut(&ban.target) {
             Some(old) => {
@@ -165,7 +255,23 @@ impl BlockList {
         if removed {
             self.touch(*target);
         }
+        let before = self.local_ports.len();
+        self.local_ports.retain(|(t, _), _| t != target);
+        if self.local_ports.len() != before {
+            self.ports_touched = true;
+            return true;
+        }
         removed
+    }
+
+    /// Whether a port-scoped ban changed since the last call.
+    pub fn take_ports_touched(&mut self) -> bool {
+        std::mem::take(&mut self.ports_touched)
+    }
+
+    /// Makes the next [`BlockList::take_ports_touched`] say yes.
+    pub fn touch_ports(&mut self) {
+        self.ports_touched = true;
     }
 
     /// Fleet decisions on exactly `target`.
@@ -175,6 +281,12 @@ impl BlockList {
             .get(target)
             .cloned()
             .unwrap_or_default();
+        ids.extend(
+            self.fleet_ports
+                .iter()
+                .filter(|(_, (t, _, _))| t == target)
+                .map(|(id, _)| *id),
+        );
         ids.sort_unstable();
         ids
     }
@@ -185,22 +297,53 @@ impl BlockList {
         self.local.clear();
         self.fleet.clear();
         self.fleet_by_target.clear();
+        self.local_ports.clear();
+        self.fleet_ports.clear();
         self.all_touched = true;
+        self.ports_touched = true;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.local.is_empty() && self.fleet.is_empty()
+        self.local.is_empty()
+            && self.fleet.is_empty()
+            && self.local_ports.is_empty()
+            && self.fleet_ports.is_empty()
+    }
+
+    /// A fleet entry into the address-wide or the port-scoped part.
+    fn fleet_entry(&mut self, e: &BlockEntry) {
+        if e.ports.is_all() {
+            self.fleet_insert(e.id, e.target, expiry(e));
+        } else {
+            if let Some((old, _)) = self.fleet.remove(&e.id) {
+                self.fleet_unindex(e.id, old);
+            }
+            self.fleet_ports
+                .insert(e.id, (e.target, e.ports.clone(), expiry(e)));
+            self.ports_touched = true;
+        }
+    }
+
+    fn fleet_remove(&mut self, id: u64) {
+        if let Some((target, _)) = self.fleet.remove(&id) {
+            self.fleet_unindex(id, target);
+        }
+        if self.fleet_ports.remove(&id).is_some() {
+            self.ports_touched = true;
+        }
     }
 
     /// Replaces the fleet's part with a snapshot.
     pub fn replace_fleet(&mut self, version: u64, entries: &[BlockEntry]) {
         self.fleet.clear();
         self.fleet_by_target.clear();
+        self.fleet_ports.clear();
         for e in entries {
-            self.fleet_insert(e.id, e.target, expiry(e));
+            self.fleet_entry(e);
         }
         self.fleet_version = version;
         self.all_touched = true;
+        self.ports_touched = true;
     }
 
     /// Applies a delta. Returns false (and changes nothing) for a delta older
@@ -210,12 +353,13 @@ impl BlockList {
             return false;
         }
         for e in added {
-            self.fleet_insert(e.id, e.target, expiry(e));
+            if self.fleet_ports.remove(&e.id).is_some() {
+                self.ports_touched = true;
+            }
+            self.fleet_entry(e);
         }
         for id in removed {
-            if let Some((target, _)) = self.fleet.remove(id) {
-                self.fleet_unindex(*id, target);
-            }
+            self.fleet_remove(*id);
         }
         self.fleet_version = version;
         true
@@ -248,7 +392,46 @@ impl BlockList {
             self.fleet.remove(id);
             self.fleet_unindex(*id, *t);
         }
-        gone_local.len() + gone_fleet.len()
+        let ports_before = self.local_ports.len() + self.fleet_ports.len();
+        self.local_ports.retain(|_, b| live(&b.expires_ms));
+        self.fleet_ports.retain(|_, (_, _, u)| live(u));
+        let gone_ports = ports_before - self.local_ports.len() - self.fleet_ports.len();
+        if gone_ports > 0 {
+            self.ports_touched = true;
+        }
+        gone_local.len() + gone_fleet.len() + gone_ports
+    }
+
+    /// The port elements to enforce: every (target, protocol, port) of the
+    /// live port-scoped bans, with its latest expiry. An element whose
+    /// target is also banned address-wide is left out when that ban lasts
+    /// as long (it drops the traffic anyway).
+    pub fn desired_ports(&self, now_ms: i64, nets: &Enforced) -> PortsEnforced {
+        let live = self
+            .local_ports
+            .values()
+            .map(|b| (b.target, &b.ports, b.expires_ms))
+            .chain(self.fleet_ports.values().map(|(t, p, u)| (*t, p, *u)))
+            .filter(|(_, _, u)| u.is_none_or(|u| u > now_ms));
+        let mut out = PortsEnforced::new();
+        for (target, scope, until) in live {
+            if nets
+                .get(&target)
+                .is_some_and(|wide| later(*wide, until) == *wide)
+            {
+                continue;
+            }
+            for (proto, port) in scope.elements() {
+                out.entry(PortKey {
+                    target,
+                    proto,
+                    port,
+                })
+                .and_modify(|e| *e = later(*e, until))
+                .or_insert(until);
+            }
+        }
+        out
     }
 
     /// The prefixes to enforce, folded into disjoint ones
@@ -321,8 +504,13 @@ impl BlockList {
 
     /// Everything held, for saving or showing.
     pub fn save(&self) -> Saved {
-        let mut local: Vec<LocalBan> = self.local.values().cloned().collect();
-        local.sort_by_key(|b| b.target);
+        let mut local: Vec<LocalBan> = self
+            .local
+            .values()
+            .chain(self.local_ports.values())
+            .cloned()
+            .collect();
+        local.sort_by(|a, b| (a.target, &a.ports).cmp(&(b.target, &b.ports)));
         let mut fleet: Vec<FleetBan> = self
             .fleet
             .iter()
@@ -330,7 +518,18 @@ impl BlockList {
                 id: *id,
                 target: *target,
                 expires_ms: *expires_ms,
+                ports: PortScope::all(),
             })
+            .chain(
+                self.fleet_ports
+                    .iter()
+                    .map(|(id, (target, ports, expires_ms))| FleetBan {
+                        id: *id,
+                        target: *target,
+                        expires_ms: *expires_ms,
+                        ports: ports.clone(),
+                    }),
+            )
             .collect();
         fleet.sort_by_key(|f| f.id);
         Saved {
@@ -342,17 +541,23 @@ impl BlockList {
 
     /// The block list as saved, less what expired by `now_ms`.
     pub fn restore(saved: Saved, now_ms: i64) -> Self {
-        let mut b = BlockList {
-            local: saved.local.into_iter().map(|l| (l.target, l)).collect(),
-            ..BlockList::default()
-        };
+        let mut b = BlockList::default();
+        for l in saved.local {
+            b.add_local(l);
+        }
         for f in saved.fleet {
-            b.fleet_insert(f.id, f.target, f.expires_ms);
+            if f.ports.is_all() {
+                b.fleet_insert(f.id, f.target, f.expires_ms);
+            } else {
+                b.fleet_ports
+                    .insert(f.id, (f.target, f.ports, f.expires_ms));
+            }
         }
         b.fleet_version = saved.fleet_version;
         b.expire(now_ms);
         b.touched.clear();
         b.all_touched = true;
+        b.ports_touched = true;
         b
     }
 }
@@ -371,8 +576,12 @@ fn later(a: Expiry, b: Expiry) -> Expiry {
 /// What to change so the firewall, holding `applied`, holds `desired`.
 /// Entries of `applied` that already expired are gone from the kernel (its
 /// timeouts remove them), so they are not removed again.
-pub fn diff(applied: &Enforced, desired: &Enforced, now_ms: i64) -> Changes {
-    let mut changes = Changes::default();
+pub fn diff<K: Ord + Copy>(
+    applied: &BTreeMap<K, Expiry>,
+    desired: &BTreeMap<K, Expiry>,
+    now_ms: i64,
+) -> Delta<K> {
+    let mut changes = Delta::default();
     let remaining = |u: Expiry| u.map(|u| u - now_ms);
     for (target, &want) in desired {
         match applied.get(target) {
@@ -419,11 +628,17 @@ pub fn update(
             let desired = list.desired_with(now_ms, nets.clone());
             let changes = diff(applied, &desired, now_ms);
             *applied = desired;
-            changes
+            list.touch_ports();
+            Changes::nets(changes)
         }
         Touched::Hosts(mut targets) => {
             targets.sort_unstable();
             let mut changes = Changes::default();
+            let no_ports = list.local_ports.is_empty() && list.fleet_ports.is_empty();
+            if !targets.is_empty() && !no_ports {
+                // An address-wide ban may hide or reveal port elements.
+                list.touch_ports();
+            }
             for t in targets {
                 let want = list.host_wanted(&t, now_ms, nets);
                 let have = applied.get(&t).copied();
@@ -442,9 +657,29 @@ pub fn update(
     }
 }
 
+/// Brings `applied` (the port elements the firewall holds) up to date
+/// with the port-scoped bans of `list`, given the address-wide entries
+/// enforced (`nets`), and returns the changes to make. Port-scoped bans
+/// are few (one element per port and address), so a change recomputes
+/// them all.
+pub fn update_ports(
+    list: &mut BlockList,
+    applied: &mut PortsEnforced,
+    nets: &Enforced,
+    now_ms: i64,
+) -> Delta<PortKey> {
+    if !list.take_ports_touched() {
+        return Delta::default();
+    }
+    let desired = list.desired_ports(now_ms, nets);
+    let changes = diff(applied, &desired, now_ms);
+    *applied = desired;
+    changes
+}
+
 /// How far what the kernel holds is from what it should hold.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Drift {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift<K = IpNet> {
     /// Desired entries the kernel lacks (deleted by hand, set flushed).
     pub missing: usize,
     /// Entries in fleetban's sets that should not be there.
@@ -452,10 +687,21 @@ pub struct Drift {
     /// Entries whose kernel timeout differs from the ban's remaining time.
     pub timeout: usize,
     /// What repairs it.
-    pub repair: Changes,
+    pub repair: Delta<K>,
 }
 
-impl Drift {
+impl<K> Default for Drift<K> {
+    fn default() -> Self {
+        Drift {
+            missing: 0,
+            extra: 0,
+            timeout: 0,
+            repair: Delta::default(),
+        }
+    }
+}
+
+impl<K> Drift<K> {
     pub fn is_empty(&self) -> bool {
         self.repair.is_empty()
     }
@@ -469,12 +715,12 @@ const DRIFT_SLACK_MS: i64 = 3_000;
 /// timeout) with `desired`. Timeouts are capped at `max_timeout_ms` when
 /// set, so a longer ban is fine while its kernel timeout is above half the
 /// cap, and refreshed below it. Entries about to expire are left alone.
-pub fn drift(
-    kernel: &BTreeMap<IpNet, Option<i64>>,
-    desired: &Enforced,
+pub fn drift<K: Ord + Copy>(
+    kernel: &BTreeMap<K, Option<i64>>,
+    desired: &BTreeMap<K, Expiry>,
     now_ms: i64,
     max_timeout_ms: i64,
-) -> Drift {
+) -> Drift<K> {
     let mut d = Drift::default();
     for (target, &want) in desired {
         let Some(left) = want.map(|w| w - now_ms) else {
@@ -540,7 +786,79 @@ mod tests {
             reason: String::new(),
             jail: String::new(),
             expires_at: until.map(|u| chrono::Utc.timestamp_millis_opt(u).single().expect("time")),
+            ports: PortScope::all(),
         }
+    }
+
+    fn scope(text: &str) -> PortScope {
+        PortScope::from_text(text).expect("scope")
+    }
+
+    fn pk(target: &str, proto: u8, port: u16) -> PortKey {
+        PortKey {
+            target: net(target),
+            proto,
+            port,
+        }
+    }
+
+    #[test]
+    fn port_scoped_bans_are_kept_apart_and_expand_to_port_elements() {
+        let mut b = BlockList::default();
+        let mut sshd = local("192.0.2.1", Some(5_000));
+        sshd.ports = scope("tcp/22");
+        b.add_local(sshd.clone());
+        let mut web = local("192.0.2.1", Some(9_000));
+        web.ports = scope("tcp/80,443");
+        b.add_local(web);
+        b.replace_fleet(
+            2,
+            &[BlockEntry {
+                ports: scope("all/53"),
+                ..entry(7, "198.51.100.0/24", None)
+            }],
+        );
+        // None of it is address-wide.
+        assert!(b.desired(0).is_empty());
+        let p = b.desired_ports(0, &Enforced::new());
+        assert_eq!(
+            p.keys().copied().collect::<Vec<_>>(),
+            vec![
+                pk("192.0.2.1", 6, 22),
+                pk("192.0.2.1", 6, 80),
+                pk("192.0.2.1", 6, 443),
+                pk("198.51.100.0/24", 6, 53),
+                pk("198.51.100.0/24", 17, 53),
+            ]
+        );
+        assert_eq!(p[&pk("192.0.2.1", 6, 22)], Some(5_000));
+        assert_eq!(b.fleet_ids(&net("198.51.100.0/24")), vec![7]);
+        // An address-wide ban lasting as long makes the port elements moot.
+        let wide: Enforced = [(net("192.0.2.1"), Some(9_000))].into_iter().collect();
+        assert_eq!(b.desired_ports(0, &wide).len(), 2);
+
+        // Saved and restored with their scopes.
+        let r = BlockList::restore(b.save(), 0);
+        assert_eq!(r.desired_ports(0, &Enforced::new()), p);
+        let json = serde_json::to_string(&b.save()).expect("json");
+        assert!(json.contains("\"protocol\":\"tcp\""), "{json}");
+
+        // Expiry, revocation and unban each reach the port elements.
+        let mut applied = PortsEnforced::new();
+        let first = update_ports(&mut b, &mut applied, &Enforced::new(), 0);
+        assert_eq!(first.add.len(), 5);
+        assert!(update_ports(&mut b, &mut applied, &Enforced::new(), 0).is_empty());
+        assert_eq!(b.expire(6_000), 1);
+        // The kernel's own timeout removes the expired element.
+        let c = update_ports(&mut b, &mut applied, &Enforced::new(), 6_000);
+        assert!(c.is_empty() && !applied.contains_key(&pk("192.0.2.1", 6, 22)));
+        assert!(b.apply_delta(3, &[], &[7]));
+        let c = update_ports(&mut b, &mut applied, &Enforced::new(), 6_000);
+        assert_eq!(c.remove.len(), 2);
+        assert!(b.remove_local(&net("192.0.2.1")));
+        let c = update_ports(&mut b, &mut applied, &Enforced::new(), 6_000);
+        assert_eq!(c.remove.len(), 2);
+        assert!(b.is_empty() && applied.is_empty());
     }
 
     #[test]
@@ -576,6 +894,7 @@ mod tests {
             origin: "manual".into(),
             jail: String::new(),
             reason: "test".into(),
+            ports: PortScope::all(),
         }
     }
 
@@ -744,6 +1063,7 @@ mod tests {
                         origin: "local".into(),
                         jail: String::new(),
                         reason: String::new(),
+                        ports: PortScope::all(),
                     }),
                     Op::Unban(a, l) => {
                         list.remove_local(&target(a, l));

@@ -12,6 +12,7 @@ use fleetban_engine::fail2ban::{options, read_filter, FilterDefinition, Located,
 use crate::fsfiles::FsFiles;
 use fleetban_engine::{Filter, FilterOptions, JailSettings};
 use fleetban_proto::config::{self, ConfigError};
+use fleetban_proto::{PortError, PortScope, Protocol};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -182,6 +183,13 @@ struct JailSection {
     bantime: String,
     #[serde(default)]
     ignoreip: Vec<String>,
+    /// The jail's ports, fail2ban-style (`ssh`, `http,https`, `8000:8100`).
+    port: Option<String>,
+    /// `tcp` (default), `udp` or `all` (both).
+    protocol: Option<String>,
+    /// `jail`: a ban covers the jail's `port` only (the default when `port`
+    /// is set); `all`: all traffic from the address.
+    ban_ports: Option<String>,
 }
 
 fn yes() -> bool {
@@ -254,6 +262,8 @@ pub struct JailConfig {
     pub usedns: bool,
     /// How the log paths are read.
     pub source: SourceSettings,
+    /// What a ban of this jail covers (all traffic when empty).
+    pub ports: PortScope,
 }
 
 /// How a jail's logs are read: `backend`, `journalmatch`, `start`.
@@ -456,6 +466,7 @@ impl AgentConfig {
                 .collect::<Result<Vec<IpNet>, _>>()?;
             let usedns =
                 usedns_resolves(j.usedns.as_deref()).map_err(|e| err("jail.usedns", in_jail(e)))?;
+            let ports = native_scope(&j).map_err(|(key, e)| err(key, in_jail(e)))?;
             jails.push(JailConfig {
                 settings: JailSettings {
                     name: j.name,
@@ -468,6 +479,7 @@ impl AgentConfig {
                 filter,
                 source: reading,
                 usedns,
+                ports,
             });
         }
         let metrics_listen = match file.agent.metrics_listen {
@@ -522,6 +534,43 @@ impl AgentConfig {
             state_dir,
             metrics_listen,
         })
+    }
+}
+
+/// What a native jail's bans cover: its `port` and `protocol` unless
+/// `ban_ports = "all"`; an error is `(key, message)`.
+fn native_scope(j: &JailSection) -> Result<PortScope, (&'static str, String)> {
+    let scoped = match j.ban_ports.as_deref() {
+        None | Some("jail") => true,
+        Some("all") => false,
+        Some(other) => {
+            return Err((
+                "jail.ban_ports",
+                format!("{other:?}: expected \"jail\" (the jail's ports) or \"all\" (all traffic)"),
+            ))
+        }
+    };
+    if let Some(p) = &j.protocol {
+        Protocol::parse(p).map_err(|e| ("jail.protocol", e.to_string()))?;
+    }
+    match (&j.port, scoped) {
+        (Some(port), true) => {
+            crate::services::jail_scope(port, j.protocol.as_deref()).map_err(|e| {
+                let key = if matches!(e, PortError::Protocol(_)) {
+                    "jail.protocol"
+                } else {
+                    "jail.port"
+                };
+                (key, format!("{port:?}: {e}"))
+            })
+        }
+        (Some(port), false) => {
+            // Still checked: a typo should not wait until the key matters.
+            crate::services::jail_scope(port, j.protocol.as_deref())
+                .map_err(|e| ("jail.port", format!("{port:?}: {e}")))?;
+            Ok(PortScope::all())
+        }
+        (None, _) => Ok(PortScope::all()),
     }
 }
 
@@ -830,6 +879,51 @@ failregex = ["<HOST>"]
         assert_eq!(
             (s.maxretry, s.findtime_ms, s.bantime_ms),
             (5, 600_000, 600_000)
+        );
+    }
+
+    #[test]
+    fn jails_ban_their_ports_when_asked() {
+        let c = parse(&GOOD.replace("maxretry = 3", "maxretry = 3\nport = \"ssh,2222\""))
+            .expect("loads");
+        assert_eq!(c.jails[0].ports.to_string(), "tcp/22,2222");
+        let c = parse(&GOOD.replace(
+            "maxretry = 3",
+            "maxretry = 3\nport = \"domain\"\nprotocol = \"all\"",
+        ))
+        .expect("loads");
+        assert_eq!(c.jails[0].ports.to_string(), "all/53");
+        let c = parse(&GOOD.replace(
+            "maxretry = 3",
+            "maxretry = 3\nport = \"ssh\"\nban_ports = \"all\"",
+        ))
+        .expect("loads");
+        assert!(c.jails[0].ports.is_all());
+        // No port: all traffic, as before.
+        assert!(parse(GOOD).expect("loads").jails[0].ports.is_all());
+    }
+
+    #[test]
+    fn bad_ports_name_line_and_key() {
+        let bad = |extra: &str| {
+            parse(&GOOD.replace("maxretry = 3", &format!("maxretry = 3\n{extra}")))
+                .expect_err("refused")
+        };
+        let e = bad("port = \"sshh\"");
+        assert_eq!((e.key.as_str(), e.line), ("jail.port", 16));
+        assert!(e.message.contains("unknown service \"sshh\""), "{e}");
+        let e = bad("port = \"80:70\"");
+        assert_eq!(e.key, "jail.port");
+        assert!(e.message.contains("invalid port range"), "{e}");
+        let e = bad("port = \"22\"\nprotocol = \"icmp\"");
+        assert_eq!((e.key.as_str(), e.line), ("jail.protocol", 17));
+        let e = bad("port = \"22\"\nban_ports = \"some\"");
+        assert_eq!(e.key, "jail.ban_ports");
+        let e = bad("port = \"sshh\"\nban_ports = \"all\"");
+        assert_eq!(e.key, "jail.port");
+        assert!(
+            e.to_string().starts_with("agent.toml:16: key `jail.port`"),
+            "{e}"
         );
     }
 

@@ -2,13 +2,13 @@
 //! Unix socket (mode 0600, in the state directory by default) where
 //! `fleetban-agent ban`, `unban` and `firewall status|flush` send one JSON
 //! request per connection and read one JSON response. It works with or
-//! without a server; manual bans are reported to the server when there is
-//! one (queued while it is away).
+//! without a server; manual bans and unbans are reported to the server when
+//! there is one (queued while it is away).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use fleetban_proto::pb;
+use fleetban_proto::{pb, PortScope};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -33,6 +33,13 @@ pub enum Request {
         /// when `[firewall] protect_ssh_client` is on.
         #[serde(default)]
         ssh_client: Option<String>,
+        /// Only these ports (`22`, `http,https`, `8000:8100`); `None`: all
+        /// traffic.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+        /// `tcp` (default with `port`), `udp` or `all`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        protocol: Option<String>,
     },
     Unban {
         target: String,
@@ -196,10 +203,22 @@ async fn handle(
             for_s,
             reason,
             ssh_client,
+            port,
+            protocol,
         } => {
             let target = match fleetban_proto::parse_target(&target) {
                 Ok(t) => t,
                 Err(e) => return Response::err(e.to_string()),
+            };
+            let ports = match (&port, &protocol) {
+                (None, None) => PortScope::all(),
+                (None, Some(_)) => {
+                    return Response::err("--protocol needs --port (the ports to ban)")
+                }
+                (Some(p), _) => match crate::services::jail_scope(p, protocol.as_deref()) {
+                    Ok(s) => s,
+                    Err(e) => return Response::err(format!("port {p:?}: {e}")),
+                },
             };
             let ssh_client = match ssh_client.as_deref().map(str::parse::<IpAddr>) {
                 Some(Ok(ip)) => Some(ip),
@@ -212,9 +231,11 @@ async fn handle(
             }
             let expires_ms = millis.map(|ms| now.saturating_add(ms));
             let reason2 = reason.clone();
+            let scope = ports.clone();
             let answer = ask(enforce, |reply| EnforceCmd::Manual {
                 target,
                 expires_ms,
+                ports: scope,
                 reason: reason2,
                 ssh_client,
                 reply,
@@ -234,6 +255,7 @@ async fn handle(
                         failures: 0,
                         origin: "manual".into(),
                         reason,
+                        ports: (&ports).into(),
                     };
                     if r.send(Report::Ban(ban)).await.is_err() {
                         warn!("server link gone; manual ban not reported");
@@ -247,9 +269,29 @@ async fn handle(
                 Ok(t) => t,
                 Err(e) => return Response::err(e.to_string()),
             };
-            match ask(enforce, |reply| EnforceCmd::Unban { target, reply }).await {
-                Some(a) => Response::from(a),
-                None => Response::err(STOPPING),
+            let now = chrono::Utc::now().timestamp_millis();
+            let answer = match ask(enforce, |reply| EnforceCmd::Unban { target, reply }).await {
+                Some(a) => a,
+                None => return Response::err(STOPPING),
+            };
+            // Lifted here: the server revokes what this agent's bans of the
+            // target made, for the whole fleet.
+            match (answer, reports) {
+                (Ok(msg), Some(r)) => {
+                    let unban = pb::Unban {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        target: target.to_string(),
+                        time_ms: now,
+                    };
+                    if r.send(Report::Unban(unban)).await.is_err() {
+                        warn!("server link gone; unban not reported");
+                        return Response::from(Ok(msg));
+                    }
+                    Response::from(Ok(format!(
+                        "{msg}; reported to the server, which revokes this agent's decisions on it"
+                    )))
+                }
+                (answer, _) => Response::from(answer),
             }
         }
         Request::Flush => match ask(enforce, |reply| EnforceCmd::Flush { reply }).await {
@@ -303,6 +345,8 @@ mod tests {
             for_s: Some(60),
             reason: "r".into(),
             ssh_client: None,
+            port: None,
+            protocol: None,
         };
         let s = serde_json::to_string(&r).expect("json");
         assert_eq!(
@@ -347,6 +391,8 @@ mod tests {
             for_s,
             reason: String::new(),
             ssh_client: None,
+            port: None,
+            protocol: None,
         };
         let r = request(&path, &ban("192.0.2.300", Some(60)))
             .await
@@ -364,6 +410,24 @@ mod tests {
             .await
             .expect("answer");
         assert!(!r.ok, "{r:?}");
+        // Bad port lists are refused before anything is banned.
+        for (port, protocol, want) in [
+            (Some("sshh"), None, "unknown service \"sshh\""),
+            (Some("70000"), None, "invalid port \"70000\""),
+            (Some("22"), Some("icmp"), "unknown protocol \"icmp\""),
+            (None, Some("tcp"), "--protocol needs --port"),
+        ] {
+            let req = Request::Ban {
+                target: "192.0.2.4".into(),
+                for_s: Some(60),
+                reason: String::new(),
+                ssh_client: None,
+                port: port.map(Into::into),
+                protocol: protocol.map(Into::into),
+            };
+            let r = request(&path, &req).await.expect("answer");
+            assert!(!r.ok && r.message.contains(want), "{want}: {r:?}");
+        }
 
         // A request that is not JSON.
         let mut s = UnixStream::connect(&path).await.expect("connect");

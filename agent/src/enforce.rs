@@ -18,10 +18,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::blocklist::{drift, update, BlockList, Enforced, Expiry, LocalBan, Saved};
-use crate::firewall::{Entry, Firewall, FirewallError, MAX_TIMEOUT_MS};
+use crate::blocklist::{
+    drift, update, update_ports, BlockList, Changes, Enforced, Expiry, LocalBan, PortsEnforced,
+    Saved,
+};
+use crate::firewall::{Entry, Firewall, FirewallError, PortEntry, MAX_TIMEOUT_MS};
 use crate::guard::Guard;
 use crate::metrics::FirewallMetrics;
+use fleetban_proto::PortScope;
 
 /// A change to the block list, or a question about it.
 #[derive(Debug)]
@@ -31,12 +35,15 @@ pub enum EnforceCmd {
         target: IpNet,
         until_ms: i64,
         jail: String,
+        /// The jail's ports (all traffic when empty).
+        ports: PortScope,
     },
     /// An operator bans `target` by hand; `ssh_client` is the operator's
     /// SSH client, never to be blocked when so configured.
     Manual {
         target: IpNet,
         expires_ms: Expiry,
+        ports: PortScope,
         reason: String,
         ssh_client: Option<IpAddr>,
         reply: oneshot::Sender<Result<String, String>>,
@@ -84,6 +91,9 @@ pub struct StatusBan {
     pub origin: String,
     pub jail: String,
     pub reason: String,
+    /// The ports banned, as `tcp/22,443`; empty: all traffic.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ports: String,
 }
 
 /// What is enforced, and how the kernel compares.
@@ -95,6 +105,13 @@ pub struct Status {
     pub desired: usize,
     /// Entries read back from the kernel now; `None` when reading failed.
     pub kernel: Option<usize>,
+    /// Port elements (one per address, protocol and port of port-scoped
+    /// bans) the kernel should hold.
+    #[serde(default)]
+    pub desired_ports: usize,
+    /// Port elements read back from the kernel now.
+    #[serde(default)]
+    pub kernel_ports: Option<usize>,
     /// Whether fleetban's table and rules are as made.
     pub intact: bool,
     /// Drift between the kernel and the block list now.
@@ -128,6 +145,8 @@ pub struct EnforceOptions {
 pub struct Enforcer {
     list: BlockList,
     applied: Enforced,
+    /// The port elements the firewall holds.
+    applied_ports: PortsEnforced,
     /// The enforced prefixes, merged (see [`update`]).
     nets: Vec<(IpNet, Expiry)>,
     firewall: Box<dyn Firewall>,
@@ -158,6 +177,10 @@ fn entries(e: &Enforced, now: i64) -> Vec<Entry> {
     e.iter().map(|(t, u)| (*t, u.map(|u| u - now))).collect()
 }
 
+fn port_entries(e: &PortsEnforced, now: i64) -> Vec<PortEntry> {
+    e.iter().map(|(k, u)| (*k, u.map(|u| u - now))).collect()
+}
+
 /// The list is saved at most this often.
 const SAVE_EVERY: Duration = Duration::from_secs(2);
 
@@ -177,17 +200,25 @@ impl Enforcer {
         let mut nets = Vec::new();
         update(&mut list, &mut applied, &mut nets, now);
         let desired = applied;
-        firewall.sync(&entries(&desired, now)).await?;
-        opts.metrics.entries.set(desired.len() as i64);
+        let mut applied_ports = PortsEnforced::new();
+        update_ports(&mut list, &mut applied_ports, &desired, now);
+        firewall
+            .sync(&entries(&desired, now), &port_entries(&applied_ports, now))
+            .await?;
+        opts.metrics
+            .entries
+            .set((desired.len() + applied_ports.len()) as i64);
         info!(
             backend = firewall.name(),
             restored = desired.len(),
+            restored_ports = applied_ports.len(),
             fleet_version = list.fleet_version(),
             "firewall ready"
         );
         Ok(Enforcer {
             list,
             applied: desired,
+            applied_ports,
             nets,
             firewall,
             opts,
@@ -279,6 +310,7 @@ impl Enforcer {
                 target,
                 until_ms,
                 jail,
+                ports,
             } => {
                 if self.allowed(&target, &jail) {
                     self.list.add_local(LocalBan {
@@ -287,6 +319,7 @@ impl Enforcer {
                         origin: "local".into(),
                         jail,
                         reason: String::new(),
+                        ports,
                     });
                     self.edited();
                 }
@@ -295,11 +328,12 @@ impl Enforcer {
             EnforceCmd::Manual {
                 target,
                 expires_ms,
+                ports,
                 reason,
                 ssh_client,
                 reply,
             } => {
-                let _ = reply.send(self.manual(target, expires_ms, reason, ssh_client));
+                let _ = reply.send(self.manual(target, expires_ms, ports, reason, ssh_client));
                 None
             }
             EnforceCmd::Unban { target, reply } => {
@@ -345,6 +379,7 @@ impl Enforcer {
         &mut self,
         target: IpNet,
         expires_ms: Expiry,
+        ports: PortScope,
         reason: String,
         ssh_client: Option<IpAddr>,
     ) -> Result<String, String> {
@@ -358,16 +393,22 @@ impl Enforcer {
             g.protect_ip(client, "your SSH client");
             g.check(&target).map_err(|e| e.to_string())?;
         }
-        info!(%target, expires_ms, reason, "manual ban");
+        info!(%target, expires_ms, reason, ports = %ports, "manual ban");
+        let what = if ports.is_all() {
+            String::new()
+        } else {
+            format!(" on {ports}")
+        };
         self.list.add_local(LocalBan {
             target,
             expires_ms,
             origin: "manual".into(),
             jail: String::new(),
             reason,
+            ports,
         });
         self.edited();
-        Ok(format!("banned {target}"))
+        Ok(format!("banned {target}{what}"))
     }
 
     fn unban(&mut self, target: IpNet) -> Result<String, String> {
@@ -395,9 +436,10 @@ impl Enforcer {
     }
 
     async fn flush(&mut self) -> Result<String, String> {
-        let n = self.applied.len();
+        let n = self.applied.len() + self.applied_ports.len();
         self.list.clear();
         self.applied.clear();
+        self.applied_ports.clear();
         self.nets.clear();
         self.unsaved = true;
         self.changed = false;
@@ -415,22 +457,31 @@ impl Enforcer {
     async fn status(&mut self) -> Status {
         let now = now_ms();
         let desired = self.list.desired(now);
-        let (kernel, intact, drift_now, error) = match self.firewall.read().await {
+        let desired_ports = self.list.desired_ports(now, &desired);
+        let (kernel, kernel_ports, intact, drift_now, error) = match self.firewall.read().await {
             Ok(r) => {
                 let d = drift(&r.entries, &desired, now, MAX_TIMEOUT_MS);
+                let p = drift(&r.ports, &desired_ports, now, MAX_TIMEOUT_MS);
                 (
                     Some(r.entries.len()),
+                    Some(r.ports.len()),
                     r.intact,
                     DriftCounts {
-                        missing: d.missing as u64,
-                        extra: d.extra as u64,
-                        timeout: d.timeout as u64,
+                        missing: (d.missing + p.missing) as u64,
+                        extra: (d.extra + p.extra) as u64,
+                        timeout: (d.timeout + p.timeout) as u64,
                         structure: u64::from(!r.intact && !self.flushed),
                     },
                     None,
                 )
             }
-            Err(e) => (None, false, DriftCounts::default(), Some(e.to_string())),
+            Err(e) => (
+                None,
+                None,
+                false,
+                DriftCounts::default(),
+                Some(e.to_string()),
+            ),
         };
         let saved = self.list.save();
         let bans_total = saved.local.len() + saved.fleet.len();
@@ -440,6 +491,8 @@ impl Enforcer {
             fleet_version: self.list.fleet_version(),
             desired: desired.len(),
             kernel,
+            desired_ports: desired_ports.len(),
+            kernel_ports,
             intact,
             drift_now,
             drift_repaired: self.repaired,
@@ -475,8 +528,12 @@ impl Enforcer {
             return true;
         }
         let now = now_ms();
-        let changes = update(&mut self.list, &mut self.applied, &mut self.nets, now);
-        self.opts.metrics.entries.set(self.applied.len() as i64);
+        let mut changes = update(&mut self.list, &mut self.applied, &mut self.nets, now);
+        changes.ports = update_ports(&mut self.list, &mut self.applied_ports, &self.applied, now);
+        self.opts
+            .metrics
+            .entries
+            .set((self.applied.len() + self.applied_ports.len()) as i64);
         if changes.is_empty() {
             return true;
         }
@@ -489,10 +546,18 @@ impl Enforcer {
                     for (target, left) in &changes.add {
                         info!(%target, timeout_ms = left.unwrap_or(0), "blocked");
                     }
+                    for k in &changes.ports.remove {
+                        info!(target = %k.target, protocol = k.proto_name(), port = k.port, "unblocked port");
+                    }
+                    for (k, left) in &changes.ports.add {
+                        info!(target = %k.target, protocol = k.proto_name(), port = k.port, timeout_ms = left.unwrap_or(0), "blocked port");
+                    }
                 } else {
                     info!(
                         added = changes.add.len(),
                         removed = changes.remove.len(),
+                        ports_added = changes.ports.add.len(),
+                        ports_removed = changes.ports.remove.len(),
                         "block list changed"
                     );
                 }
@@ -506,18 +571,26 @@ impl Enforcer {
         }
     }
 
-    /// The whole block list, recomputed (and the prefixes cached).
-    fn desired_now(&mut self, now: i64) -> Enforced {
+    /// The whole block list, recomputed (and the prefixes cached): the
+    /// address-wide entries and the port elements.
+    fn desired_now(&mut self, now: i64) -> (Enforced, PortsEnforced) {
         self.nets = self.list.prefixes(now);
-        self.list.desired_with(now, self.nets.clone())
+        let desired = self.list.desired_with(now, self.nets.clone());
+        let ports = self.list.desired_ports(now, &desired);
+        (desired, ports)
     }
 
     /// Replaces everything the firewall holds with the block list.
     async fn resync(&mut self, now: i64) -> bool {
-        let desired = self.desired_now(now);
-        match self.firewall.sync(&entries(&desired, now)).await {
+        let (desired, ports) = self.desired_now(now);
+        match self
+            .firewall
+            .sync(&entries(&desired, now), &port_entries(&ports, now))
+            .await
+        {
             Ok(()) => {
                 self.applied = desired;
+                self.applied_ports = ports;
                 true
             }
             Err(e) => {
@@ -525,7 +598,9 @@ impl Enforcer {
                 self.opts.metrics.errors.inc();
                 // What the firewall holds is unknown: the next try starts over.
                 self.applied.clear();
+                self.applied_ports.clear();
                 self.list.clear_touched_to_all();
+                self.list.touch_ports();
                 self.changed = true;
                 false
             }
@@ -549,7 +624,7 @@ impl Enforcer {
         let now = now_ms();
         self.last_reconcile = Some(now);
         self.opts.metrics.reconciles.inc();
-        let desired = self.desired_now(now);
+        let (desired, desired_ports) = self.desired_now(now);
         let read = self.firewall.read().await;
         let took = started.elapsed();
         self.next_check = Instant::now() + took * READ_BACK_SPACING;
@@ -579,24 +654,40 @@ impl Enforcer {
             return;
         }
         let d = drift(&read.entries, &desired, now, MAX_TIMEOUT_MS);
-        if d.is_empty() {
+        let p = drift(&read.ports, &desired_ports, now, MAX_TIMEOUT_MS);
+        if d.is_empty() && p.is_empty() {
             self.applied = desired;
+            self.applied_ports = desired_ports;
             return;
         }
+        let (missing, extra, timeout) = (
+            d.missing + p.missing,
+            d.extra + p.extra,
+            d.timeout + p.timeout,
+        );
         warn!(
-            missing = d.missing,
-            extra = d.extra,
-            timeout = d.timeout,
+            missing,
+            extra,
+            timeout,
+            ports_missing = p.missing,
             "the kernel drifted from the block list; repairing"
         );
-        self.repaired.missing += d.missing as u64;
-        self.repaired.extra += d.extra as u64;
-        self.repaired.timeout += d.timeout as u64;
-        self.opts.metrics.drifted("missing", d.missing as u64);
-        self.opts.metrics.drifted("extra", d.extra as u64);
-        self.opts.metrics.drifted("timeout", d.timeout as u64);
-        match self.firewall.apply(&d.repair).await {
-            Ok(()) => self.applied = desired,
+        self.repaired.missing += missing as u64;
+        self.repaired.extra += extra as u64;
+        self.repaired.timeout += timeout as u64;
+        self.opts.metrics.drifted("missing", missing as u64);
+        self.opts.metrics.drifted("extra", extra as u64);
+        self.opts.metrics.drifted("timeout", timeout as u64);
+        let repair = Changes {
+            add: d.repair.add,
+            remove: d.repair.remove,
+            ports: p.repair,
+        };
+        match self.firewall.apply(&repair).await {
+            Ok(()) => {
+                self.applied = desired;
+                self.applied_ports = desired_ports;
+            }
             Err(e) => {
                 warn!(error = %e, "repair failed; resynchronising");
                 self.resync(now).await;
@@ -622,6 +713,7 @@ fn status_bans(saved: Saved, now: i64) -> Vec<StatusBan> {
             origin: b.origin,
             jail: b.jail,
             reason: b.reason,
+            ports: b.ports.to_string(),
         });
     let fleet = saved
         .fleet
@@ -633,6 +725,7 @@ fn status_bans(saved: Saved, now: i64) -> Vec<StatusBan> {
             origin: format!("fleet decision {}", b.id),
             jail: String::new(),
             reason: String::new(),
+            ports: b.ports.to_string(),
         });
     local.chain(fleet).take(STATUS_BANS).collect()
 }
@@ -713,6 +806,7 @@ mod tests {
             target,
             until_ms: now_ms() + 60_000,
             jail: "sshd".into(),
+            ports: PortScope::all(),
         })
         .await;
         assert!(e.reconcile().await);
@@ -726,6 +820,7 @@ mod tests {
             reason: String::new(),
             jail: "sshd".into(),
             expires_at: None,
+            ports: PortScope::all(),
         };
         tx.send(EnforceCmd::Snapshot {
             version: 7,
@@ -759,6 +854,7 @@ mod tests {
             .expect("start");
         let ban = |reply| EnforceCmd::Manual {
             target: net("192.0.2.44/32"),
+            ports: PortScope::all(),
             expires_ms: Some(now_ms() + 600_000),
             reason: "by hand".into(),
             ssh_client: None,
@@ -783,6 +879,7 @@ mod tests {
             let ssh_client = ssh.map(|s| s.parse().expect("ip"));
             move |reply| EnforceCmd::Manual {
                 target,
+                ports: PortScope::all(),
                 expires_ms: Some(now_ms() + 600_000),
                 reason: "by hand".into(),
                 ssh_client,
@@ -851,6 +948,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn port_scoped_bans_are_enforced_shown_and_repaired() {
+        let mut e = Enforcer::start(Box::new(LogFirewall::default()), opts(None))
+            .await
+            .expect("start");
+        e.command(EnforceCmd::LocalBan {
+            target: net("192.0.2.5/32"),
+            until_ms: now_ms() + 60_000,
+            jail: "sshd".into(),
+            ports: PortScope::from_text("tcp/22").expect("scope"),
+        })
+        .await;
+        assert!(e.reconcile().await);
+        let read = e.firewall.read().await.expect("read");
+        assert!(read.entries.is_empty());
+        assert_eq!(read.ports.len(), 1);
+        let st = ask(&mut e, |reply| EnforceCmd::Status { reply }).await;
+        assert_eq!(
+            (st.desired, st.desired_ports, st.kernel_ports),
+            (0, 1, Some(1))
+        );
+        assert_eq!(st.bans[0].ports, "tcp/22");
+        assert_eq!(st.bans[0].jail, "sshd");
+        let json = serde_json::to_string(&st).expect("json");
+        assert!(json.contains("\"ports\":\"tcp/22\""), "{json}");
+
+        // A port element removed behind the agent's back is restored.
+        let gone = *read.ports.keys().next().expect("one");
+        e.firewall
+            .apply(&Changes {
+                ports: crate::blocklist::Delta {
+                    add: vec![],
+                    remove: vec![gone],
+                },
+                ..Changes::default()
+            })
+            .await
+            .expect("remove by hand");
+        let st = ask(&mut e, |reply| EnforceCmd::Status { reply }).await;
+        assert_eq!(st.drift_now.missing, 1);
+        e.check_kernel().await;
+        assert_eq!(e.repaired.missing, 1);
+        assert_eq!(e.firewall.read().await.expect("read").ports.len(), 1);
+
+        // Unban lifts it.
+        let msg = ask(&mut e, |reply| EnforceCmd::Unban {
+            target: net("192.0.2.5/32"),
+            reply,
+        })
+        .await
+        .expect("unban");
+        assert_eq!(msg, "unbanned 192.0.2.5/32");
+        assert!(e.reconcile().await);
+        assert!(e.firewall.read().await.expect("read").ports.is_empty());
+    }
+
+    #[tokio::test]
     async fn fleet_entries_on_protected_networks_are_refused() {
         let o = opts(None);
         let metrics = o.metrics.clone();
@@ -864,6 +1017,7 @@ mod tests {
             reason: String::new(),
             jail: String::new(),
             expires_at: None,
+            ports: PortScope::all(),
         };
         e.command(EnforceCmd::Snapshot {
             version: 1,

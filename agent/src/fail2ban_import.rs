@@ -6,6 +6,7 @@ use std::path::Path;
 use fleetban_engine::fail2ban::{read_jails, Fail2banError, JailDefinition};
 use fleetban_engine::JailSettings;
 use fleetban_proto::config::ConfigError;
+use fleetban_proto::PortScope;
 use ipnet::IpNet;
 use tracing::warn;
 
@@ -78,6 +79,10 @@ fn convert(dir: &Path, d: JailDefinition) -> Result<JailConfig, ConfigError> {
             }
         }
     }
+    let ports = scope(&d).map_err(|m| ConfigError {
+        key: "port".into(),
+        ..at(m)
+    })?;
     if d.logpath.is_empty() && !journal {
         return Err(at("has no logpath".into()));
     }
@@ -129,7 +134,27 @@ fn convert(dir: &Path, d: JailDefinition) -> Result<JailConfig, ConfigError> {
             .map_err(at)?,
         filter,
         source,
+        ports,
     })
+}
+
+/// What a jail's bans cover, as fail2ban's own ban actions would: the
+/// jail's `port` and `protocol`, unless its action bans all traffic
+/// (`banaction_allports`, as the `recidive` jail uses) or the ports are
+/// every port (fail2ban's default `0:65535`).
+fn scope(d: &JailDefinition) -> Result<PortScope, String> {
+    let Some(port) = d.port.as_deref().filter(|p| !p.trim().is_empty()) else {
+        return Ok(PortScope::all());
+    };
+    let scope = crate::services::jail_scope(port, d.protocol.as_deref())
+        .map_err(|e| format!("port = {port:?}: {e}"))?;
+    if d.action
+        .as_deref()
+        .is_some_and(crate::services::action_bans_all_ports)
+    {
+        return Ok(PortScope::all());
+    }
+    Ok(scope)
 }
 
 #[cfg(test)]
@@ -189,6 +214,49 @@ mod tests {
         let e = import(d, &[]).unwrap_err();
         assert!(
             e.to_string().contains("[x] bantime: invalid duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn jails_ban_their_ports_as_fail2ban_actions_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("filter.d")).unwrap();
+        std::fs::write(
+            d.join("filter.d/x.conf"),
+            "[Definition]\nfailregex = ^fail <HOST>$\n",
+        )
+        .unwrap();
+        // fail2ban's own shape: a default port range, and actions built
+        // from `banaction` or `banaction_allports`.
+        std::fs::write(
+            d.join("jail.conf"),
+            "[DEFAULT]\nfilter = x\nlogpath = /x\nenabled = true\nport = 0:65535\nprotocol = tcp\n\
+             banaction = iptables-multiport\nbanaction_allports = iptables-allports\n\
+             action_ = %(banaction)s[port=\"%(port)s\", protocol=\"%(protocol)s\"]\naction = %(action_)s\n\
+             [sshd]\nport = ssh\n[web]\nport = http,https\n[every]\n\
+             [recidive]\nport = ssh\nbanaction = %(banaction_allports)s\n",
+        )
+        .unwrap();
+        let jails = import(d, &[]).unwrap();
+        let scope = |name: &str| {
+            jails
+                .iter()
+                .find(|j| j.settings.name == name)
+                .map(|j| j.ports.to_string())
+                .unwrap()
+        };
+        assert_eq!(scope("sshd"), "tcp/22");
+        assert_eq!(scope("web"), "tcp/80,443");
+        assert_eq!(scope("every"), "");
+        assert_eq!(scope("recidive"), "");
+        std::fs::write(d.join("jail.local"), "[web]\nport = htp\n").unwrap();
+        let e = import(d, &[]).unwrap_err();
+        assert_eq!(e.key, "port");
+        assert!(e.line > 0, "{e}");
+        assert!(
+            e.message.contains("[web] port = \"htp\": unknown service"),
             "{e}"
         );
     }

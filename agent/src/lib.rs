@@ -18,6 +18,7 @@ pub mod link;
 pub mod metrics;
 pub mod ranges;
 pub mod resolve;
+pub mod services;
 pub mod source;
 pub mod test_filter;
 
@@ -173,6 +174,12 @@ pub async fn run(
 
     let mut detector =
         Detector::new(&config.jails, routes, &config.zone).map_err(AgentError::Filter)?;
+    let scopes: Scopes = config
+        .jails
+        .iter()
+        .filter(|j| !j.ports.is_all())
+        .map(|j| (j.settings.name.clone(), j.ports.clone()))
+        .collect();
     let (mut resolver, mut resolved_rx) = crate::resolve::Resolver::new();
     let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
     let mut save = tokio::time::interval(Duration::from_secs(1));
@@ -191,11 +198,11 @@ pub async fn run(
                             Detection::Resolve(p) => {
                                 if let Some(r) = resolver.lookup(p) {
                                     for d in resolved(&mut detector, r) {
-                                        handle(d, &enforce_tx, reports.as_ref()).await;
+                                        handle(d, &enforce_tx, reports.as_ref(), &scopes).await;
                                     }
                                 }
                             }
-                            d => handle(d, &enforce_tx, reports.as_ref()).await,
+                            d => handle(d, &enforce_tx, reports.as_ref(), &scopes).await,
                         }
                     }
                 }
@@ -206,7 +213,7 @@ pub async fn run(
             Some(r) = resolved_rx.recv() => {
                 resolver.remember(&r.pending.name, &r.ips);
                 for d in resolved(&mut detector, r) {
-                    handle(d, &enforce_tx, reports.as_ref()).await;
+                    handle(d, &enforce_tx, reports.as_ref(), &scopes).await;
                 }
             }
             Some(overrides) = policy_rx.recv() => {
@@ -355,10 +362,14 @@ fn save_positions(positions: &mut PositionStore) {
     }
 }
 
+/// Each jail's port scope, by name.
+type Scopes = std::collections::HashMap<String, fleetban_proto::PortScope>;
+
 async fn handle(
     d: Detection,
     enforce: &mpsc::Sender<EnforceCmd>,
     reports: Option<&mpsc::Sender<Report>>,
+    scopes: &Scopes,
 ) {
     match d {
         Detection::Failure {
@@ -384,11 +395,13 @@ async fn handle(
             let target = ipnet::IpNet::from(ban.ip);
             info!(jail = %ban.jail, ip = %ban.ip, failures = ban.failures, bantime_s = ban.duration_ms / 1000, "ban");
             let until_ms = ban.at_ms.saturating_add(ban.duration_ms);
+            let ports = scopes.get(&ban.jail).cloned().unwrap_or_default();
             if enforce
                 .send(EnforceCmd::LocalBan {
                     target,
                     until_ms,
                     jail: ban.jail.clone(),
+                    ports: ports.clone(),
                 })
                 .await
                 .is_err()
@@ -405,6 +418,7 @@ async fn handle(
                     failures: u64::from(ban.failures),
                     origin: "local".into(),
                     reason: String::new(),
+                    ports: (&ports).into(),
                 };
                 send_report(r, Report::Ban(local)).await;
             }

@@ -29,6 +29,8 @@ use crate::metrics::FirewallMetrics;
 pub enum Report {
     Event(pb::Event),
     Ban(pb::LocalBan),
+    /// A ban lifted by hand (`fleetban-agent unban`).
+    Unban(pb::Unban),
 }
 
 /// Reports in one batch at most.
@@ -86,20 +88,22 @@ impl Pending {
             seq: self.next_seq,
             events: Vec::new(),
             bans: Vec::new(),
+            unbans: Vec::new(),
         };
         for r in self.open.drain(..) {
             match r {
                 Report::Event(e) => batch.events.push(e),
                 Report::Ban(b) => batch.bans.push(b),
+                Report::Unban(u) => batch.unbans.push(u),
             }
         }
-        self.reports += batch.events.len() + batch.bans.len();
+        self.reports += batch_len(&batch);
         self.batches.push_back(batch.clone());
         while self.reports > PENDING_MAX {
             let Some(old) = self.batches.pop_front() else {
                 break;
             };
-            let n = old.events.len() + old.bans.len();
+            let n = batch_len(&old);
             self.reports -= n;
             self.dropped += n as u64;
             warn!(
@@ -114,10 +118,14 @@ impl Pending {
     fn ack(&mut self, seq: u64) {
         if let Some(i) = self.batches.iter().position(|b| b.seq == seq) {
             if let Some(b) = self.batches.remove(i) {
-                self.reports -= b.events.len() + b.bans.len();
+                self.reports -= batch_len(&b);
             }
         }
     }
+}
+
+fn batch_len(b: &pb::EventBatch) -> usize {
+    b.events.len() + b.bans.len() + b.unbans.len()
 }
 
 fn heartbeat_msg(firewall: pb::FirewallState) -> AgentMsg {

@@ -88,10 +88,18 @@ enum Command {
         /// Why, kept with the ban.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Ban only these ports: 22, ssh, http,https, 8000:8100 (default:
+        /// all traffic).
+        #[arg(long, value_name = "PORTS")]
+        port: Option<String>,
+        /// The protocol of --port: tcp (default), udp or all.
+        #[arg(long, value_name = "PROTOCOL")]
+        protocol: Option<String>,
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Lift this agent's ban of an address or prefix.
+    /// Lift this agent's ban of an address or prefix (reported to the
+    /// server, which revokes the decisions it made of it).
     Unban {
         /// IP address or CIDR prefix, as banned.
         target: String,
@@ -251,9 +259,11 @@ fn main() -> ExitCode {
             target,
             duration,
             reason,
+            port,
+            protocol,
             socket,
         } => finish(client(
-            ban_request(&target, &duration, reason),
+            ban_request(&target, &duration, reason, port, protocol),
             &socket,
             false,
         )),
@@ -351,8 +361,18 @@ fn ban_request(
     target: &str,
     duration: &str,
     reason: String,
+    port: Option<String>,
+    protocol: Option<String>,
 ) -> Result<Request, Box<dyn std::error::Error>> {
     fleetban_proto::parse_target(target)?;
+    match (&port, &protocol) {
+        (None, Some(_)) => return Err("--protocol needs --port (the ports to ban)".into()),
+        (Some(p), _) => {
+            fleetban_agent::services::jail_scope(p, protocol.as_deref())
+                .map_err(|e| format!("--port {p:?}: {e}"))?;
+        }
+        (None, None) => {}
+    }
     let for_s = match duration.trim() {
         "forever" | "permanent" => None,
         d => {
@@ -375,6 +395,8 @@ fn ban_request(
         for_s,
         reason,
         ssh_client,
+        port,
+        protocol,
     })
 }
 
@@ -439,12 +461,27 @@ fn status(socket: &SocketArgs, json: bool) -> CliResult {
             .take(SHOWN)
             .map(|(t, left)| serde_json::json!({"target": t.to_string(), "timeout_ms": left}))
             .collect();
+        let ports: Vec<serde_json::Value> = read
+            .ports
+            .iter()
+            .take(SHOWN)
+            .map(|(k, left)| {
+                serde_json::json!({
+                    "target": k.target.to_string(),
+                    "protocol": k.proto_name(),
+                    "port": k.port,
+                    "timeout_ms": left,
+                })
+            })
+            .collect();
         let v = serde_json::json!({
             "agent_running": false,
             "backend": fw.name(),
             "intact": read.intact,
             "kernel": read.entries.len(),
+            "kernel_ports": read.ports.len(),
             "entries": entries,
+            "ports": ports,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -470,6 +507,16 @@ fn status(socket: &SocketArgs, json: bool) -> CliResult {
     }
     if read.entries.len() > SHOWN {
         println!("  ... {} more", read.entries.len() - SHOWN);
+    }
+    if !read.ports.is_empty() {
+        println!("port-scoped: {} elements", read.ports.len());
+    }
+    for (k, left) in read.ports.iter().take(SHOWN) {
+        let what = format!("{} {}/{}", k.target, k.proto_name(), k.port);
+        match left {
+            Some(ms) => println!("  {what:<30} expires in {} s", ms / 1_000),
+            None => println!("  {what:<30} no timeout"),
+        }
     }
     Ok(())
 }
@@ -516,6 +563,14 @@ fn print_status(s: &fleetban_agent::enforce::Status) {
         s.kernel.map_or("unreadable".into(), |k| k.to_string()),
         if s.intact { "intact" } else { "NOT intact" }
     );
+    if s.desired_ports > 0 || s.kernel_ports.is_some_and(|k| k > 0) {
+        println!(
+            "port elements: {} to enforce, {} in the kernel",
+            s.desired_ports,
+            s.kernel_ports
+                .map_or("unreadable".into(), |k| k.to_string()),
+        );
+    }
     if let Some(e) = &s.error {
         println!("error: {e}");
     }
@@ -536,10 +591,15 @@ fn print_status(s: &fleetban_agent::enforce::Status) {
     println!("bans: {}", s.bans_total);
     for b in &s.bans {
         println!(
-            "  {:<20} until {:<25} {}{}{}",
+            "  {:<20} until {:<25} {}{}{}{}",
             b.target,
             b.expires_at.as_deref().unwrap_or("unbanned"),
             b.origin,
+            if b.ports.is_empty() {
+                String::new()
+            } else {
+                format!(" ports={}", b.ports)
+            },
             if b.jail.is_empty() {
                 String::new()
             } else {

@@ -6,6 +6,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use ipnet::IpNet;
 
 use crate::pb;
+use crate::ports::PortScope;
 
 /// A wire message that does not hold what it must.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub enum InvalidMessage {
     Time(i64),
     #[error("missing field {0}")]
     Missing(&'static str),
+    #[error("invalid port scope: {0}")]
+    Ports(#[from] crate::ports::PortError),
 }
 
 /// Parses an IP address or CIDR prefix, normalising it: host bits cleared,
@@ -67,6 +70,8 @@ pub struct BlockEntry {
     pub jail: String,
     /// `None`: no expiry.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The ports banned (all traffic when empty).
+    pub ports: PortScope,
 }
 
 impl TryFrom<pb::Decision> for BlockEntry {
@@ -85,6 +90,7 @@ impl TryFrom<pb::Decision> for BlockEntry {
             reason: d.reason,
             jail: d.jail,
             expires_at,
+            ports: PortScope::try_from(d.ports)?,
         })
     }
 }
@@ -98,6 +104,7 @@ impl From<&BlockEntry> for pb::Decision {
             reason: e.reason.clone(),
             jail: e.jail.clone(),
             expires_at_ms: e.expires_at.map_or(0, |t| t.timestamp_millis()),
+            ports: (&e.ports).into(),
         }
     }
 }
@@ -144,6 +151,7 @@ mod tests {
             reason: "r".into(),
             jail: "sshd".into(),
             expires_at: Some(time_from_ms(1_700_000_000_000).unwrap()),
+            ports: PortScope::from_text("tcp/22").unwrap(),
         };
         let back = BlockEntry::try_from(pb::Decision::from(&e)).unwrap();
         assert_eq!(back, e);

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod convert;
 pub mod identity;
+pub mod ports;
 
 /// Generated code of package `fleetban.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -13,3 +14,4 @@ pub mod pb {
 }
 
 pub use convert::{parse_target, BlockEntry, InvalidMessage};
+pub use ports::{PortError, PortRange, PortScope, Protocol};

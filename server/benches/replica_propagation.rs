@@ -100,6 +100,7 @@ async fn main() {
             at: Utc::now(),
             duration: chrono::Duration::hours(1),
             failures: 3,
+            ports: String::new(),
         }];
         let start = Instant::now();
         let made = a.report("on-a", "", &[], &ban).await.expect("report");

@@ -1344,7 +1344,63 @@ async fn agents_revoke_and_enrollment_tokens(api: Api) {
     assert!(actions.contains(&"enrollment_token.revoke"), "{actions:?}");
 }
 
+/// A manual ban of some ports: stored, shown and pushed with them; a bad
+/// port list is refused and nothing is recorded.
+async fn port_scoped_decisions(api: Api) {
+    let op = api.user("otto", Role::Operator).await;
+    let r = api
+        .post(
+            "/api/v1/decisions",
+            &op,
+            json!({"target": "192.0.2.5", "reason": "ssh scan", "ports": "tcp/https,ssh"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["ports"], "tcp/22,443");
+    let id = r.json()["id"].as_i64().expect("id");
+    let got = api.get(&format!("/api/v1/decisions/{id}"), &op).await;
+    assert_eq!(got.json()["ports"], "tcp/22,443", "{}", got.text);
+    let pushed = api.service.changes_since(0).await.expect("changes");
+    assert_eq!(pushed.added[0].ports, "tcp/22,443");
+    let r = api
+        .post(
+            "/api/v1/decisions",
+            &op,
+            json!({"target": "192.0.2.6", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(r.json()["ports"], "", "{}", r.text);
+    for bad in ["22", "tcp/sshh", "icmp/1", "tcp/90:80", "tcp/1:2000"] {
+        let r = api
+            .post(
+                "/api/v1/decisions",
+                &op,
+                json!({"target": "192.0.2.7", "reason": "x", "ports": bad}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+        assert_eq!(r.json()["error"]["code"], "invalid_body", "{}", r.text);
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("ports {bad:?}"))),
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(
+        api.service
+            .changes_since(0)
+            .await
+            .expect("changes")
+            .added
+            .len(),
+        2
+    );
+}
+
 on_both!(
+    port_scoped_decisions,
     login_refresh_logout,
     login_throttling,
     expired_tampered_and_revoked_tokens,

@@ -306,8 +306,7 @@ async fn a_revoked_agent_is_cut_off_at_once_and_refused_after() {
     _tx2.send(AgentMessage {
         msg: Some(AgentMsg::Events(EventBatch {
             seq: 7,
-            events: vec![],
-            bans: vec![],
+            ..EventBatch::default()
         })),
     })
     .await

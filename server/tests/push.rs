@@ -88,6 +88,7 @@ async fn snapshot_catch_up_and_expiry() {
         jail: String::new(),
         scope: SCOPE_FLEET.into(),
         expires_at: Some(now + chrono::Duration::seconds(secs)),
+        ports: String::new(),
     };
     let short = db
         .record_decision(&decision("192.0.2.1", 2), now)
@@ -165,6 +166,7 @@ async fn group_decisions_reach_their_group_only() {
         jail: String::new(),
         scope: scope.into(),
         expires_at: Some(now + chrono::Duration::hours(1)),
+        ports: String::new(),
     };
     db.record_decision(&decision("192.0.2.1", SCOPE_FLEET), now)
         .await

@@ -113,6 +113,7 @@ async fn racing_replicas_decide_once_per_address() {
         at: Utc::now(),
         duration: chrono::Duration::hours(1),
         failures: 5,
+        ports: String::new(),
     };
     let (b0, b1) = ([ban("agent-0")], [ban("agent-1")]);
     let (ra, rb) = tokio::join!(
@@ -146,6 +147,7 @@ async fn decisions_and_policies_reach_the_other_replica() {
         at: Utc::now(),
         duration: chrono::Duration::hours(1),
         failures: 3,
+        ports: String::new(),
     };
     let d = a.report("x", "", &[], &[ban]).await.expect("report");
     assert_eq!(d.len(), 1);
@@ -194,6 +196,7 @@ async fn decisions_and_policies_reach_the_other_replica() {
         at: Utc::now(),
         duration: chrono::Duration::seconds(1),
         failures: 3,
+        ports: String::new(),
     };
     let d2 = a.report("x", "web", &[], &[short]).await.expect("report");
     assert_eq!(d2.len(), 1);

@@ -195,6 +195,7 @@ async fn propagation(grpc: &str, agents: usize) -> Result<()> {
                         failures: 5,
                         ..Default::default()
                     }],
+                    unbans: vec![],
                 })),
             })
             .await?;
@@ -263,6 +264,7 @@ async fn ingest(grpc: &str, db_url: &str, total: usize) -> Result<()> {
             seq: (b / SENDERS) as u64 + 1,
             events,
             bans: vec![],
+            unbans: vec![],
         });
     }
     let started = Instant::now();

@@ -179,6 +179,83 @@ fn an_agent_runs_a_fail2ban_jail_with_fail2bans_own_filter() {
     agent.stop();
 }
 
+/// fail2ban's own jail.conf, read unchanged: its sshd jail (default
+/// `banaction`, `port = ssh`) bans TCP port 22 only, and its recidive jail
+/// (`banaction_allports`) bans all traffic, as fail2ban's actions would.
+#[test]
+fn fail2bans_jail_conf_bans_the_ports_its_actions_would() {
+    if !fail2ban_installed("fail2bans_jail_conf_bans_the_ports_its_actions_would") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f2b = dir.path().join("fail2ban");
+    std::fs::create_dir_all(&f2b).expect("mkdir");
+    for name in [
+        "jail.conf",
+        "paths-common.conf",
+        "paths-debian.conf",
+        "filter.d",
+        "action.d",
+    ] {
+        std::os::unix::fs::symlink(Path::new("/etc/fail2ban").join(name), f2b.join(name))
+            .expect("symlink");
+    }
+    let (auth, f2b_log) = (dir.path().join("auth.log"), dir.path().join("fail2ban.log"));
+    std::fs::write(&auth, "").expect("log");
+    std::fs::write(&f2b_log, "").expect("log");
+    std::fs::write(
+        f2b.join("jail.local"),
+        format!(
+            "[sshd]\nenabled = true\nbackend = auto\nlogpath = {}\n\n[recidive]\nenabled = true\nbackend = auto\nlogpath = {}\n",
+            auth.display(),
+            f2b_log.display()
+        ),
+    )
+    .expect("jail.local");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\nid = \"f2b-ports\"\nstate_dir = \"{}\"\n[firewall]\nbackend = \"log\"\n[fail2ban]\ndir = \"{}\"\n",
+            dir.path().join("state").display(),
+            f2b.display()
+        ),
+    )
+    .expect("agent.toml");
+    let mut cmd = Command::new(bin("fleetban-agent"));
+    cmd.args(["run", "--config"]).arg(&cfg);
+    let mut agent = Proc::spawn("agent", dir.path(), cmd);
+    agent.wait_for("agent running", 1, Duration::from_secs(30));
+
+    let now = chrono_like_stamp();
+    let lines: Vec<String> = (0..5).map(|n| format!("{now} host sshd[{}]: Failed password for invalid user admin from 203.0.113.19 port {} ssh2", 100 + n, 4000 + n)).collect();
+    append(&auth, &lines);
+    agent.wait_for(
+        "blocked port target=203.0.113.19/32 protocol=\"tcp\" port=22",
+        1,
+        Duration::from_secs(10),
+    );
+    let stamp = Command::new("date")
+        .arg("+%Y-%m-%d %H:%M:%S,000")
+        .output()
+        .expect("date");
+    let stamp = String::from_utf8_lossy(&stamp.stdout).trim().to_owned();
+    let bans: Vec<String> = (0..5)
+        .map(|n| {
+            format!(
+                "{stamp} fail2ban.actions        [{}]: NOTICE  [sshd] Ban 203.0.113.20",
+                900 + n
+            )
+        })
+        .collect();
+    append(&f2b_log, &bans);
+    agent.wait_for("blocked target=203.0.113.20/32", 1, Duration::from_secs(10));
+    let out = agent.output();
+    assert!(!out.contains("blocked target=203.0.113.19/32"), "{out}");
+    assert!(!out.contains("blocked port target=203.0.113.20"), "{out}");
+    agent.stop();
+}
+
 /// The current local time as syslog writes it (`Nov 25 10:00:00`).
 fn chrono_like_stamp() -> String {
     let out = Command::new("date")

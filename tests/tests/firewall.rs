@@ -5,7 +5,9 @@
 //! CIDR ban covers its range and expires in the kernel; ban, unban, status
 //! and flush work through the control socket; a restarted agent enforces
 //! its saved bans before it reaches the server; foreign tables stay as
-//! they were. Bad input is refused with a clear error.
+//! they were. Bad input is refused with a clear error. Port-scoped bans
+//! (a jail's `port`, `ban --port`) drop only those ports: the banned
+//! address still reaches the host's other ports.
 
 mod common;
 
@@ -281,6 +283,133 @@ fn nftables_enforcement() {
     enforcement("nftables");
 }
 
+/// A standalone agent whose `sshd` jail bans the port of `service` only.
+fn port_config(dir: &Path, backend: &str, log: &Path, port: &str) -> PathBuf {
+    let cfg = config(dir, backend, log, None);
+    let text = std::fs::read_to_string(&cfg).expect("read config");
+    let text = text.replace(
+        "maxretry = 3\n",
+        &format!("maxretry = 3\nport = \"{port}\"\n"),
+    );
+    std::fs::write(&cfg, text).expect("write config");
+    cfg
+}
+
+fn port_of(service: &fleetban_tests::netns::Service) -> String {
+    service
+        .addr
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_owned())
+        .expect("host:port")
+}
+
+fn port_scoped_enforcement(backend: &str) {
+    if !privileges::require_netns(&format!("port-scoped bans end-to-end ({backend})")) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::new();
+    let log = dir.path().join("auth.log");
+    let (guarded, other) = (lab.service_in_b(), lab.service_in_b());
+    let (guarded_port, other_port) = (port_of(&guarded), port_of(&other));
+    let cfg = port_config(dir.path(), backend, &log, &guarded_port);
+    let (attacker, bystander) = (X_ADDRS[0].to_string(), X_ADDRS[1].to_string());
+    let mut agent = start_agent(&lab, dir.path(), &cfg);
+    agent.wait_for("agent running", 1, Duration::from_secs(60));
+
+    // The jail's ban covers its port only: the attacker's other traffic
+    // (another port, ICMP) still gets through, as does the bystander.
+    append(
+        &log,
+        &(1..=3)
+            .map(|n| failed_login(&attacker, n))
+            .collect::<Vec<_>>(),
+    );
+    agent.wait_for(
+        &format!("blocked port target={attacker}/32 protocol=\"tcp\" port={guarded_port}"),
+        1,
+        Duration::from_secs(10),
+    );
+    assert!(
+        !lab.connects(&guarded, &attacker),
+        "{}",
+        held(&lab, backend)
+    );
+    assert!(lab.connects(&other, &attacker), "{}", held(&lab, backend));
+    assert!(pings(&lab, &attacker));
+    assert!(lab.connects(&guarded, &bystander));
+    let status = cli_ok(&lab, &cfg, &["firewall", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
+    assert_eq!(status["desired"], 0, "{status}");
+    assert_eq!(status["desired_ports"], 1, "{status}");
+    assert_eq!(status["kernel_ports"], 1, "{status}");
+    assert_eq!(status["bans"][0]["ports"], format!("tcp/{guarded_port}"));
+    assert_eq!(status["bans"][0]["jail"], "sshd");
+    let text = cli_ok(&lab, &cfg, &["firewall", "status"]);
+    assert!(
+        text.contains(&format!("ports=tcp/{guarded_port}")) && text.contains("port elements: 1"),
+        "{text}"
+    );
+
+    // A port element deleted by hand is restored by reconciliation.
+    let delete = match backend {
+        "nftables" => format!(
+            "nft delete element inet fleetban port4 '{{ {attacker} . tcp . {guarded_port} }}'"
+        ),
+        _ => format!("ipset del fleetbanp4 {attacker},tcp:{guarded_port}"),
+    };
+    sh(&lab, Host::B, &delete);
+    assert!(lab.connects(&guarded, &attacker));
+    agent.wait_for(
+        "the kernel drifted from the block list; repairing",
+        1,
+        Duration::from_secs(10),
+    );
+    assert!(!lab.connects(&guarded, &attacker));
+
+    // A port-scoped ban by hand: the bystander loses the other port only.
+    let out = cli_ok(
+        &lab,
+        &cfg,
+        &["ban", &bystander, "--for", "1h", "--port", &other_port],
+    );
+    assert!(out.contains(&format!("on tcp/{other_port}")), "{out}");
+    assert!(wait_until(Duration::from_secs(5), || !lab.connects(&other, &bystander)));
+    assert!(lab.connects(&guarded, &bystander));
+    assert!(pings(&lab, &bystander));
+    // A bad port list is refused, and nothing is banned.
+    let e = cli_err(Some(&lab), &cfg, &["ban", "198.19.0.99", "--port", "sshh"]);
+    assert!(
+        e.contains("--port \"sshh\"") && e.contains("unknown service"),
+        "{e}"
+    );
+    let e = cli_err(
+        Some(&lab),
+        &cfg,
+        &["ban", "198.19.0.99", "--port", "22", "--protocol", "icmp"],
+    );
+    assert!(e.contains("unknown protocol \"icmp\""), "{e}");
+    assert!(!held(&lab, backend).contains("198.19.0.99"));
+
+    // Unban lifts the port-scoped ban.
+    let out = cli_ok(&lab, &cfg, &["unban", &attacker]);
+    assert!(out.contains("unbanned"), "{out}");
+    assert!(wait_until(Duration::from_secs(5), || lab.connects(&guarded, &attacker)));
+    agent.stop();
+    cli_ok(&lab, &cfg, &["firewall", "flush"]);
+    assert!(lab.connects(&other, &bystander));
+}
+
+#[test]
+fn nftables_port_scoped_bans() {
+    port_scoped_enforcement("nftables");
+}
+
+#[test]
+fn ipset_port_scoped_bans() {
+    port_scoped_enforcement("ipset");
+}
+
 #[test]
 fn ipset_enforcement() {
     enforcement("ipset");
@@ -301,6 +430,21 @@ fn bad_input_is_refused_with_a_clear_error() {
     let e = cli_err(None, &cfg, &["firewall", "status"]);
     assert!(
         e.contains("control.sock") && e.contains("is fleetban-agent running?"),
+        "{e}"
+    );
+    let e = cli_err(None, &cfg, &["ban", "192.0.2.1", "--port", "70000"]);
+    assert!(e.contains("invalid port \"70000\""), "{e}");
+    // A jail's bad port list: the configuration is refused, naming the key.
+    let bad = port_config(dir.path(), "log", &log, "sshh");
+    let out = Command::new(bin("fleetban-agent"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("check-config");
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("key `jail.port`") && e.contains("unknown service \"sshh\""),
         "{e}"
     );
 

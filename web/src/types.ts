@@ -14,6 +14,8 @@ export interface Decision {
   creator: string;
   jail: string;
   scope: string;
+  /** Port scope: "tcp/22", "all/80,443"; empty: all traffic. */
+  ports: string;
   created_at: string;
   expires_at: string | null;
   status: "active" | "expired" | "revoked";

@@ -2,7 +2,9 @@
 //! sets of fleetban's own (`<prefix>4`, `<prefix>6`, created with
 //! `timeout 0` so each element has its own timeout and `maxelem` sized for
 //! the list), and a chain `<prefix>` in the filter table with one rule per
-//! set, jumped to first thing from INPUT (and FORWARD when asked). Changes
+//! set, jumped to first thing from INPUT (and FORWARD when asked). Port-
+//! scoped bans go into two `hash:net,port` sets (`<prefix>p4`,
+//! `<prefix>p6`, elements `192.0.2.1,tcp:22`) matched with `src,dst`. Changes
 //! go through `ipset restore` in one batch; a full sync fills a fresh set
 //! and swaps it with the live one (`ipset swap`, atomic).
 
@@ -13,8 +15,8 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 
 use super::command::Runner;
-use super::{Entry, Firewall, FirewallError, Readback, Rules, Verdict, MAX_TIMEOUT_MS};
-use crate::blocklist::Changes;
+use super::{Entry, Firewall, FirewallError, PortEntry, Readback, Rules, Verdict, MAX_TIMEOUT_MS};
+use crate::blocklist::{Changes, PortKey};
 
 /// hash:net's default; sets grow past it when the list needs.
 const MIN_MAXELEM: usize = 65_536;
@@ -72,6 +74,10 @@ impl IpsetFirewall {
         format!("{}{}", self.prefix, if f.v4 { 4 } else { 6 })
     }
 
+    fn port_set(&self, f: &Family) -> String {
+        format!("{}p{}", self.prefix, if f.v4 { 4 } else { 6 })
+    }
+
     fn hooks(&self) -> Vec<&'static str> {
         let mut h = vec!["INPUT"];
         if self.rules.forward {
@@ -80,16 +86,24 @@ impl IpsetFirewall {
         h
     }
 
-    fn rule(&self, f: &Family) -> String {
+    /// The chain's rules for one family: the address set, the port set.
+    fn rules(&self, f: &Family) -> [String; 2] {
         let target = match self.rules.verdict {
             Verdict::Drop => "DROP",
             Verdict::Reject => "REJECT",
         };
-        format!(
-            "-A {} -m set --match-set {} src -j {target}",
-            self.prefix,
-            self.set(f)
-        )
+        [
+            format!(
+                "-A {} -m set --match-set {} src -j {target}",
+                self.prefix,
+                self.set(f)
+            ),
+            format!(
+                "-A {} -m set --match-set {} src,dst -j {target}",
+                self.prefix,
+                self.port_set(f)
+            ),
+        ]
     }
 
     async fn set_names(&self) -> Result<Vec<String>, FirewallError> {
@@ -101,9 +115,9 @@ impl IpsetFirewall {
     async fn chains(&self) -> Result<(), FirewallError> {
         for f in &FAMILIES {
             let script = format!(
-                "*filter\n:{chain} - [0:0]\n{rule}\nCOMMIT\n",
+                "*filter\n:{chain} - [0:0]\n{rules}\nCOMMIT\n",
                 chain = self.prefix,
-                rule = self.rule(f)
+                rules = self.rules(f).join("\n")
             );
             self.runner
                 .run(f.restore, &["--noflush"], Some(&script))
@@ -127,34 +141,50 @@ impl IpsetFirewall {
     }
 
     /// The `ipset restore` script of a full sync, given the sets that exist.
-    pub fn sync_script(&self, entries: &[Entry], existing: &[String]) -> String {
+    pub fn sync_script(
+        &self,
+        entries: &[Entry],
+        ports: &[PortEntry],
+        existing: &[String],
+    ) -> String {
         let mut s = String::with_capacity(entries.len() * 40 + 512);
         for f in &FAMILIES {
-            let live = self.set(f);
-            let tmp = format!("{live}t");
             let mine: Vec<&Entry> = entries
                 .iter()
                 .filter(|(t, _)| matches!(t, IpNet::V4(_)) == f.v4)
                 .collect();
-            let maxelem = (mine.len() * 2).next_power_of_two().max(MIN_MAXELEM);
-            let create = |name: &str| {
-                format!(
-                    "create {name} hash:net family {} timeout 0 maxelem {maxelem}\n",
-                    f.name
-                )
-            };
-            if existing.contains(&tmp) {
-                let _ = writeln!(s, "destroy {tmp}");
-            }
-            if !existing.contains(&live) {
-                s.push_str(&create(&live));
-            }
-            s.push_str(&create(&tmp));
-            for (target, left) in mine {
-                add_line(&mut s, &tmp, target, *left);
-            }
-            let _ = writeln!(s, "swap {tmp} {live}");
-            let _ = writeln!(s, "destroy {tmp}");
+            let body: String = mine.iter().fold(String::new(), |mut b, (t, left)| {
+                add_line(&mut b, "{SET}", &t.to_string(), *left);
+                b
+            });
+            swap_in(
+                &mut s,
+                &self.set(f),
+                "hash:net",
+                f,
+                mine.len(),
+                &body,
+                existing,
+            );
+        }
+        for f in &FAMILIES {
+            let mine: Vec<&PortEntry> = ports
+                .iter()
+                .filter(|(k, _)| matches!(k.target, IpNet::V4(_)) == f.v4)
+                .collect();
+            let body: String = mine.iter().fold(String::new(), |mut b, (k, left)| {
+                add_line(&mut b, "{SET}", &port_element(k), *left);
+                b
+            });
+            swap_in(
+                &mut s,
+                &self.port_set(f),
+                "hash:net,port",
+                f,
+                mine.len(),
+                &body,
+                existing,
+            );
         }
         s
     }
@@ -170,7 +200,43 @@ impl IpsetFirewall {
     }
 }
 
-fn add_line(s: &mut String, set: &str, target: &IpNet, left: Option<i64>) {
+/// Fills a fresh copy of set `live` with `body` (lines naming the set
+/// `{SET}`) and swaps it in.
+fn swap_in(
+    s: &mut String,
+    live: &str,
+    kind: &str,
+    f: &Family,
+    len: usize,
+    body: &str,
+    existing: &[String],
+) {
+    let tmp = format!("{live}t");
+    let maxelem = (len * 2).next_power_of_two().max(MIN_MAXELEM);
+    let create = |name: &str| {
+        format!(
+            "create {name} {kind} family {} timeout 0 maxelem {maxelem}\n",
+            f.name
+        )
+    };
+    if existing.contains(&tmp) {
+        let _ = writeln!(s, "destroy {tmp}");
+    }
+    if !existing.iter().any(|e| e == live) {
+        s.push_str(&create(live));
+    }
+    s.push_str(&create(&tmp));
+    s.push_str(&body.replace("{SET}", &tmp));
+    let _ = writeln!(s, "swap {tmp} {live}");
+    let _ = writeln!(s, "destroy {tmp}");
+}
+
+/// A `hash:net,port` element: `192.0.2.1/32,tcp:22`.
+fn port_element(k: &PortKey) -> String {
+    format!("{},{}:{}", k.target, k.proto_name(), k.port)
+}
+
+fn add_line(s: &mut String, set: &str, target: &str, left: Option<i64>) {
     // ipset counts whole seconds; 0 means no timeout.
     let secs = left.map_or(0, |ms| (ms.clamp(1_000, MAX_TIMEOUT_MS) + 999) / 1_000);
     let _ = writeln!(s, "add {set} {target} timeout {secs}");
@@ -182,9 +248,10 @@ impl Firewall for IpsetFirewall {
         "ipset"
     }
 
-    async fn sync(&mut self, entries: &[Entry]) -> Result<(), FirewallError> {
+    async fn sync(&mut self, entries: &[Entry], ports: &[PortEntry]) -> Result<(), FirewallError> {
         let existing = self.set_names().await?;
-        self.restore(&self.sync_script(entries, &existing)).await?;
+        self.restore(&self.sync_script(entries, ports, &existing))
+            .await?;
         self.chains().await
     }
 
@@ -199,7 +266,15 @@ impl Firewall for IpsetFirewall {
         }
         for (target, left) in &changes.add {
             let f = &FAMILIES[usize::from(!matches!(target, IpNet::V4(_)))];
-            add_line(&mut s, &self.set(f), target, *left);
+            add_line(&mut s, &self.set(f), &target.to_string(), *left);
+        }
+        for k in &changes.ports.remove {
+            let f = &FAMILIES[usize::from(!matches!(k.target, IpNet::V4(_)))];
+            let _ = writeln!(s, "del {} {}", self.port_set(f), port_element(k));
+        }
+        for (k, left) in &changes.ports.add {
+            let f = &FAMILIES[usize::from(!matches!(k.target, IpNet::V4(_)))];
+            add_line(&mut s, &self.port_set(f), &port_element(k), *left);
         }
         self.restore(&s).await
     }
@@ -207,12 +282,23 @@ impl Firewall for IpsetFirewall {
     async fn read(&mut self) -> Result<Readback, FirewallError> {
         let existing = self.set_names().await?;
         let mut entries = BTreeMap::new();
+        let mut ports = BTreeMap::new();
         let mut intact = true;
         for f in &FAMILIES {
             let set = self.set(f);
-            if !existing.contains(&set) {
+            let pset = self.port_set(f);
+            if !existing.contains(&set) || !existing.contains(&pset) {
                 intact = false;
                 continue;
+            }
+            let saved = self.runner.run("ipset", &["save", &pset], None).await?;
+            for (k, left) in
+                parse_port_save(&saved, &pset).map_err(|detail| FirewallError::Read {
+                    what: format!("ipset {pset}"),
+                    detail,
+                })?
+            {
+                ports.insert(k, left);
             }
             let saved = self.runner.run("ipset", &["save", &set], None).await?;
             for (net, left) in parse_save(&saved, &set).map_err(|detail| FirewallError::Read {
@@ -230,16 +316,19 @@ impl Firewall for IpsetFirewall {
                 .hooks()
                 .iter()
                 .all(|h| rules.contains(&format!("-A {h} -j {}\n", self.prefix)));
-            let rule_ok = rules.lines().any(|l| {
-                l.starts_with(&self.rule(f))
-                    && l[self.rule(f).len()..]
-                        .chars()
-                        .next()
-                        .is_none_or(|c| c == ' ')
+            let rule_ok = self.rules(f).iter().all(|rule| {
+                rules.lines().any(|l| {
+                    l.starts_with(rule.as_str())
+                        && l[rule.len()..].chars().next().is_none_or(|c| c == ' ')
+                })
             });
             intact &= jumps_ok && rule_ok;
         }
-        Ok(Readback { intact, entries })
+        Ok(Readback {
+            intact,
+            entries,
+            ports,
+        })
     }
 
     async fn flush(&mut self) -> Result<(), FirewallError> {
@@ -269,7 +358,12 @@ impl Firewall for IpsetFirewall {
         let existing = self.set_names().await?;
         let mut s = String::new();
         for f in &FAMILIES {
-            for name in [self.set(f), format!("{}t", self.set(f))] {
+            for name in [
+                self.set(f),
+                format!("{}t", self.set(f)),
+                self.port_set(f),
+                format!("{}t", self.port_set(f)),
+            ] {
                 if existing.contains(&name) {
                     let _ = writeln!(s, "destroy {name}");
                 }
@@ -309,9 +403,83 @@ fn parse_save(saved: &str, set: &str) -> Result<Vec<(IpNet, Option<i64>)>, Strin
     Ok(out)
 }
 
+/// The elements of `ipset save SET` of a `hash:net,port` set:
+/// `add SET 192.0.2.1,tcp:22 timeout 59`.
+fn parse_port_save(saved: &str, set: &str) -> Result<Vec<(PortKey, Option<i64>)>, String> {
+    let mut out = Vec::new();
+    for line in saved.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("add") || words.next() != Some(set) {
+            continue;
+        }
+        let elem = words
+            .next()
+            .ok_or_else(|| format!("no element in {line:?}"))?;
+        let bad = || format!("unexpected element {elem:?}");
+        let (net, rest) = elem.split_once(',').ok_or_else(bad)?;
+        let (proto, port) = rest.split_once(':').ok_or_else(bad)?;
+        let proto = match proto {
+            "tcp" => 6,
+            "udp" => 17,
+            _ => return Err(bad()),
+        };
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let target = fleetban_proto::parse_target(net).map_err(|e| e.to_string())?;
+        let mut left = None;
+        while let Some(w) = words.next() {
+            if w == "timeout" {
+                let secs: i64 = words
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("bad timeout in {line:?}"))?;
+                left = (secs > 0).then_some(secs * 1_000);
+            }
+        }
+        out.push((
+            PortKey {
+                target,
+                proto,
+                port,
+            },
+            left,
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_sets_are_filled_and_read_back() {
+        let fw = IpsetFirewall::new("fb".into());
+        let k = PortKey {
+            target: "192.0.2.1/32".parse().expect("net"),
+            proto: 6,
+            port: 22,
+        };
+        let s = fw.sync_script(&[], &[(k, Some(60_000))], &[]);
+        assert!(
+            s.contains("create fbp4t hash:net,port family inet timeout 0 maxelem 65536\nadd fbp4t 192.0.2.1/32,tcp:22 timeout 60\nswap fbp4t fbp4\n"),
+            "{s}"
+        );
+        let saved = "create fbp4 hash:net,port family inet hashsize 1024 maxelem 65536 timeout 0\nadd fbp4 192.0.2.1,tcp:22 timeout 59\nadd fbp4 198.51.100.0/24,udp:53 timeout 0\n";
+        let got: Vec<String> = parse_port_save(saved, "fbp4")
+            .expect("parses")
+            .iter()
+            .map(|(k, l)| format!("{k} {l:?}"))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "192.0.2.1/32 tcp/22 Some(59000)",
+                "198.51.100.0/24 udp/53 None"
+            ]
+        );
+        assert!(parse_port_save("add fbp4 192.0.2.1,icmp:8 timeout 1\n", "fbp4").is_err());
+        assert!(parse_port_save("add fbp4 192.0.2.1 timeout 1\n", "fbp4").is_err());
+    }
 
     #[test]
     fn a_full_sync_fills_a_fresh_set_and_swaps_it_in() {
@@ -321,8 +489,15 @@ mod tests {
                 ("192.0.2.1/32".parse().expect("net"), Some(5_500)),
                 ("2001:db8::/64".parse().expect("net"), None),
             ],
-            &["fleetban4".into(), "fleetban4t".into()],
+            &[],
+            &[
+                "fleetban4".into(),
+                "fleetban4t".into(),
+                "fleetbanp4".into(),
+                "fleetbanp6".into(),
+            ],
         );
+        let s = s.split("create fleetbanp4t").next().unwrap_or_default();
         assert_eq!(
             s,
             "destroy fleetban4t\n\
@@ -345,7 +520,7 @@ mod tests {
             })
             .collect();
         assert!(fw
-            .sync_script(&many, &[])
+            .sync_script(&many, &[], &[])
             .contains("create fleetban4t hash:net family inet timeout 0 maxelem 262144\n"));
     }
 
@@ -378,7 +553,7 @@ mod kernel_tests {
         let mut fw = IpsetFirewall::new("fleetban".into()).with_wrapper(ns.wrapper());
         crate::firewall::suite::run(&mut fw, &ns).await;
 
-        fw.sync(&[("192.0.2.9/32".parse().expect("net"), Some(60_000))])
+        fw.sync(&[("192.0.2.9/32".parse().expect("net"), Some(60_000))], &[])
             .await
             .expect("sync");
         let rules = ns.sh("iptables -S");
@@ -390,7 +565,7 @@ mod kernel_tests {
         assert!(fw.read().await.expect("read").intact);
         ns.sh("iptables -D INPUT -j fleetban");
         assert!(!fw.read().await.expect("read").intact);
-        fw.sync(&[]).await.expect("repair");
+        fw.sync(&[], &[]).await.expect("repair");
         assert!(fw.read().await.expect("read").intact);
         fw.flush().await.expect("flush");
         let rules = ns.sh("iptables -S; ip6tables -S; ipset list -n");

@@ -7,13 +7,15 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use tracing::info;
 
-use super::{Entry, Firewall, FirewallError, Readback};
-use crate::blocklist::Changes;
+use super::{Entry, Firewall, FirewallError, PortEntry, Readback};
+use crate::blocklist::{Changes, PortKey};
 
 #[derive(Debug, Default)]
 pub struct LogFirewall {
     /// Target → expiry (Unix ms), as a kernel would keep it.
     held: BTreeMap<IpNet, Option<i64>>,
+    /// Port element → expiry (Unix ms).
+    ports: BTreeMap<PortKey, Option<i64>>,
     made: bool,
 }
 
@@ -30,17 +32,25 @@ impl Firewall for LogFirewall {
         "log"
     }
 
-    async fn sync(&mut self, entries: &[Entry]) -> Result<(), FirewallError> {
+    async fn sync(&mut self, entries: &[Entry], ports: &[PortEntry]) -> Result<(), FirewallError> {
         let now = now_ms();
         self.held = entries
             .iter()
             .map(|(t, r)| (*t, r.map(|r| now + r)))
             .collect();
+        self.ports = ports
+            .iter()
+            .map(|(k, r)| (*k, r.map(|r| now + r)))
+            .collect();
         self.made = true;
         info!(
             entries = entries.len(),
+            port_entries = ports.len(),
             "firewall (dry run): would replace the block list"
         );
+        for (k, remaining) in ports.iter().take(LOGGED) {
+            info!(target = %k.target, protocol = k.proto_name(), port = k.port, timeout_ms = remaining.unwrap_or(0), "firewall (dry run): would block port");
+        }
         // A long list is summed up, not logged line by line.
         for (target, remaining) in entries.iter().take(LOGGED) {
             info!(%target, timeout_ms = remaining.unwrap_or(0), "firewall (dry run): would block");
@@ -63,12 +73,21 @@ impl Firewall for LogFirewall {
             self.held.insert(*target, remaining.map(|r| now_ms() + r));
             info!(%target, timeout_ms = remaining.unwrap_or(0), "firewall (dry run): would block");
         }
+        for k in &changes.ports.remove {
+            self.ports.remove(k);
+            info!(target = %k.target, protocol = k.proto_name(), port = k.port, "firewall (dry run): would unblock port");
+        }
+        for (k, remaining) in &changes.ports.add {
+            self.ports.insert(*k, remaining.map(|r| now_ms() + r));
+            info!(target = %k.target, protocol = k.proto_name(), port = k.port, timeout_ms = remaining.unwrap_or(0), "firewall (dry run): would block port");
+        }
         Ok(())
     }
 
     async fn read(&mut self) -> Result<Readback, FirewallError> {
         let now = now_ms();
         self.held.retain(|_, u| u.is_none_or(|u| u > now));
+        self.ports.retain(|_, u| u.is_none_or(|u| u > now));
         Ok(Readback {
             intact: self.made,
             entries: self
@@ -76,11 +95,17 @@ impl Firewall for LogFirewall {
                 .iter()
                 .map(|(t, u)| (*t, u.map(|u| u - now)))
                 .collect(),
+            ports: self
+                .ports
+                .iter()
+                .map(|(k, u)| (*k, u.map(|u| u - now)))
+                .collect(),
         })
     }
 
     async fn flush(&mut self) -> Result<(), FirewallError> {
         self.held.clear();
+        self.ports.clear();
         self.made = false;
         info!("firewall (dry run): would remove everything");
         Ok(())

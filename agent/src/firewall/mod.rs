@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use ipnet::IpNet;
 
-use crate::blocklist::Changes;
+use crate::blocklist::{Changes, PortKey};
 use crate::config::{FirewallBackend, FirewallConfig};
 
 pub use self::ipset::IpsetFirewall;
@@ -45,6 +45,9 @@ pub enum FirewallError {
 /// (`None`: no expiry).
 pub type Entry = (IpNet, Option<i64>);
 
+/// One port element of a port-scoped ban and its remaining time in ms.
+pub type PortEntry = (PortKey, Option<i64>);
+
 /// The kernel keeps no element longer than this (ipset's limit is about
 /// 24.8 days); longer bans are renewed by reconciliation before it runs out.
 pub const MAX_TIMEOUT_MS: i64 = 20 * 86_400 * 1_000;
@@ -56,6 +59,8 @@ pub struct Readback {
     pub intact: bool,
     /// Target → remaining ms (`None`: no timeout).
     pub entries: BTreeMap<IpNet, Option<i64>>,
+    /// Port elements of port-scoped bans → remaining ms.
+    pub ports: BTreeMap<PortKey, Option<i64>>,
 }
 
 /// What matching traffic gets.
@@ -80,8 +85,9 @@ pub trait Firewall: Send {
     /// A short name for logs (`nftables`, `ipset`, `log`).
     fn name(&self) -> &'static str;
     /// Creates what is missing of the table, sets and rules, and replaces
-    /// the sets' content with `entries`, atomically.
-    async fn sync(&mut self, entries: &[Entry]) -> Result<(), FirewallError>;
+    /// the sets' content with `entries` (address-wide) and `ports`
+    /// (port-scoped), atomically.
+    async fn sync(&mut self, entries: &[Entry], ports: &[PortEntry]) -> Result<(), FirewallError>;
     /// Applies removals, then additions, in one batch.
     async fn apply(&mut self, changes: &Changes) -> Result<(), FirewallError>;
     /// What the kernel holds now.

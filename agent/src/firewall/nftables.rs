@@ -12,6 +12,16 @@
 //! ([`crate::ranges`]) before they get here, so a set per length holds what
 //! an interval set would, and lookups stay O(1) per length in use.
 //!
+//! Port-scoped bans (a jail's `port = ssh`) live in concatenated sets of
+//! `address . protocol . port` with per-element timeouts, looked up with
+//! `ip saddr . meta l4proto . th dport`: `port4`/`port6` (hash sets) for
+//! host addresses, and `pnet4`/`pnet6` (interval sets, as a prefix inside a
+//! concatenation needs) for prefixes. A port range is one element per port,
+//! so a plain hash set serves single addresses; scopes are capped at
+//! [`fleetban_proto::ports::MAX_PORTS`] ports. Port-scoped bans are few, so
+//! their elements go through `nft -f` (in the same transaction as the rule
+//! swap of a full sync), not netlink.
+//!
 //! An `input` chain (and a `forward` chain when asked) at priority -10,
 //! ahead of the host's own filter, drops or rejects matching traffic.
 //!
@@ -32,8 +42,27 @@ use serde_json::Value;
 
 use super::command::Runner;
 use super::netlink::{self, Verb};
-use super::{Entry, Firewall, FirewallError, Readback, Rules, Verdict, MAX_TIMEOUT_MS};
-use crate::blocklist::Changes;
+use super::{Entry, Firewall, FirewallError, PortEntry, Readback, Rules, Verdict, MAX_TIMEOUT_MS};
+use crate::blocklist::{Changes, PortKey};
+
+/// The sets of port-scoped bans: (name, IPv4, interval for prefixes).
+const PORT_SETS: [(&str, bool, bool); 4] = [
+    ("port4", true, false),
+    ("port6", false, false),
+    ("pnet4", true, true),
+    ("pnet6", false, true),
+];
+
+fn port_set(k: &PortKey) -> &'static str {
+    let v4 = matches!(k.target, IpNet::V4(_));
+    let host = k.target.prefix_len() == k.target.max_prefix_len();
+    match (v4, host) {
+        (true, true) => "port4",
+        (false, true) => "port6",
+        (true, false) => "pnet4",
+        (false, false) => "pnet6",
+    }
+}
 
 /// Ahead of the usual `filter` priority (0), so a ban wins over the host's
 /// own accept rules.
@@ -246,6 +275,67 @@ impl NftablesFirewall {
         );
     }
 
+    /// The port sets (declarations only).
+    fn declare_port_sets(&self, script: &mut String) {
+        let t = &self.table;
+        for (name, v4, interval) in PORT_SETS {
+            let ty = if v4 { "ipv4_addr" } else { "ipv6_addr" };
+            let flags = if interval {
+                "interval, timeout"
+            } else {
+                "timeout"
+            };
+            let _ = writeln!(
+                script,
+                "add set inet {t} {name} {{ type {ty} . inet_proto . inet_service; flags {flags}; }}"
+            );
+        }
+    }
+
+    /// The rules of the port sets in one chain.
+    fn port_rules(&self, script: &mut String, chain: &str) {
+        for (name, v4, _) in PORT_SETS {
+            let proto = if v4 { "ip" } else { "ip6" };
+            let _ = writeln!(
+                script,
+                "add rule inet {} {chain} {proto} saddr . meta l4proto . th dport @{name} {}",
+                self.table,
+                self.verdict()
+            );
+        }
+    }
+
+    fn port_elements(
+        script: &mut String,
+        table: &str,
+        verb: &str,
+        entries: &[PortEntry],
+        timeouts: bool,
+    ) {
+        let mut by_set: BTreeMap<&str, Vec<&PortEntry>> = BTreeMap::new();
+        for e in entries {
+            by_set.entry(port_set(&e.0)).or_default().push(e);
+        }
+        for (set, items) in by_set {
+            let _ = write!(script, "{verb} element inet {table} {set} {{ ");
+            for (i, (k, remaining)) in items.into_iter().enumerate() {
+                if i > 0 {
+                    script.push_str(", ");
+                }
+                if k.target.prefix_len() == k.target.max_prefix_len() {
+                    let _ = write!(script, "{}", k.target.addr());
+                } else {
+                    let _ = write!(script, "{}", k.target);
+                }
+                let _ = write!(script, " . {} . {}", k.proto_name(), k.port);
+                if let (true, Some(ms)) = (timeouts, remaining) {
+                    let _ = write!(script, " timeout {}ms", (*ms).clamp(1_000, MAX_TIMEOUT_MS));
+                }
+            }
+            script.push_str(" }\n");
+        }
+    }
+
     /// Entries by the set that holds them, as (address, timeout ms).
     fn by_set(
         entries: &[Entry],
@@ -300,6 +390,10 @@ impl NftablesFirewall {
         for key in &sets {
             self.add_set(&mut script, *key);
         }
+        self.declare_port_sets(&mut script);
+        for chain in self.chains() {
+            self.port_rules(&mut script, chain);
+        }
         (script, sets)
     }
 
@@ -332,12 +426,16 @@ impl NftablesFirewall {
             }
             Err(e) => return Err(e),
         };
-        let sets: BTreeSet<SetKey> = self
+        let names: Vec<String> = self
             .items(&json)?
             .iter()
             .filter_map(|i| i.get("set")?.get("name")?.as_str())
-            .filter_map(SetKey::parse)
+            .map(str::to_owned)
             .collect();
+        let sets: BTreeSet<SetKey> = names.iter().filter_map(|n| SetKey::parse(n)).collect();
+        let port_sets = PORT_SETS
+            .iter()
+            .all(|(name, _, _)| names.iter().any(|n| n == name));
         let json = self
             .runner
             .run("nft", &["-t", "-j", "list", "chains", "inet"], None)
@@ -355,7 +453,8 @@ impl NftablesFirewall {
             sets.iter().all(|k| k.alt == alt)
                 && sets.contains(&SetKey::hosts(true, alt))
                 && sets.contains(&SetKey::hosts(false, alt))
-        }) && self.chains().into_iter().all(hooked);
+        }) && port_sets
+            && self.chains().into_iter().all(hooked);
         Ok(Some((ok, sets)))
     }
 
@@ -397,16 +496,26 @@ impl NftablesFirewall {
                 .filter(|r| r.get("chain").and_then(Value::as_str) == Some(chain))
                 .map(|r| r.get("expr").map(Value::to_string).unwrap_or_default())
                 .collect();
+            let has = |name: &str| {
+                let want = format!("\"@{name}\"");
+                rules
+                    .iter()
+                    .any(|r| r.contains(&want) && r.contains(self.verdict()))
+            };
             hooked
-                && rules.len() == sets.len()
-                && sets.iter().all(|k| {
-                    let want = format!("\"@{}\"", k.name());
-                    rules
-                        .iter()
-                        .any(|r| r.contains(&want) && r.contains(self.verdict()))
-                })
+                && rules.len() == sets.len() + PORT_SETS.len()
+                && sets.iter().all(|k| has(&k.name()))
+                && PORT_SETS.iter().all(|(name, _, _)| has(name))
         };
-        self.chains().into_iter().all(chain_ok)
+        let port_sets = PORT_SETS.iter().all(|(name, _, _)| {
+            items.iter().any(|i| {
+                i.get("set")
+                    .and_then(|s| s.get("name"))
+                    .and_then(Value::as_str)
+                    == Some(name)
+            })
+        });
+        port_sets && self.chains().into_iter().all(chain_ok)
     }
 }
 
@@ -416,11 +525,13 @@ impl Firewall for NftablesFirewall {
         "nftables"
     }
 
-    async fn sync(&mut self, entries: &[Entry]) -> Result<(), FirewallError> {
+    async fn sync(&mut self, entries: &[Entry], ports: &[PortEntry]) -> Result<(), FirewallError> {
         let t = self.table.clone();
         let Some((true, old)) = self.structure().await? else {
-            // No table, or a damaged one: rebuilt whole, then filled.
-            let (script, sets) = self.table_script(entries);
+            // No table, or a damaged one: rebuilt whole, then filled (the
+            // port sets in the same transaction).
+            let (mut script, sets) = self.table_script(entries);
+            Self::port_elements(&mut script, &t, "add", ports, true);
             self.transaction(&script).await?;
             self.sets = sets;
             self.alt = false;
@@ -457,7 +568,13 @@ impl Firewall for NftablesFirewall {
             for key in &new {
                 self.rule(&mut swap, chain, *key);
             }
+            self.port_rules(&mut swap, chain);
         }
+        // The port sets are refilled in the same transaction.
+        for (name, _, _) in PORT_SETS {
+            let _ = writeln!(swap, "flush set inet {t} {name}");
+        }
+        Self::port_elements(&mut swap, &t, "add", ports, true);
         for key in &old {
             let _ = writeln!(swap, "delete set inet {t} {}", key.name());
         }
@@ -487,14 +604,24 @@ impl Firewall for NftablesFirewall {
             self.sets.extend(new);
         }
         let table = self.table.clone();
-        let removed: Vec<Entry> = changes.remove.iter().map(|t| (*t, None)).collect();
-        let removed = Self::by_set(&removed, alt);
-        let added = Self::by_set(&changes.add, alt);
-        self.commit(move |batch| {
-            Self::add_elements(batch, &table, Verb::Delete, removed);
-            Self::add_elements(batch, &table, Verb::Add, added);
-        })
-        .await
+        if !changes.add.is_empty() || !changes.remove.is_empty() {
+            let removed: Vec<Entry> = changes.remove.iter().map(|t| (*t, None)).collect();
+            let removed = Self::by_set(&removed, alt);
+            let added = Self::by_set(&changes.add, alt);
+            self.commit(move |batch| {
+                Self::add_elements(batch, &table, Verb::Delete, removed);
+                Self::add_elements(batch, &table, Verb::Add, added);
+            })
+            .await?;
+        }
+        if !changes.ports.is_empty() {
+            let mut script = String::new();
+            let removed: Vec<PortEntry> = changes.ports.remove.iter().map(|k| (*k, None)).collect();
+            Self::port_elements(&mut script, &self.table, "delete", &removed, false);
+            Self::port_elements(&mut script, &self.table, "add", &changes.ports.add, true);
+            self.transaction(&script).await?;
+        }
+        Ok(())
     }
 
     async fn read(&mut self) -> Result<Readback, FirewallError> {
@@ -516,9 +643,17 @@ impl Firewall for NftablesFirewall {
         };
         let items = self.items(&json)?;
         let mut entries = std::collections::BTreeMap::new();
+        let mut ports = std::collections::BTreeMap::new();
         let mut sets = BTreeSet::new();
         for item in &items {
             let Some(set) = item.get("set") else { continue };
+            let name = set.get("name").and_then(Value::as_str).unwrap_or_default();
+            if PORT_SETS.iter().any(|(n, _, _)| *n == name) {
+                for (k, left) in parse_port_elements(set).map_err(read_err)? {
+                    ports.insert(k, left);
+                }
+                continue;
+            }
             let Some(key) = set
                 .get("name")
                 .and_then(Value::as_str)
@@ -539,7 +674,11 @@ impl Firewall for NftablesFirewall {
             self.alt = k.alt;
         }
         self.sets = sets;
-        Ok(Readback { intact, entries })
+        Ok(Readback {
+            intact,
+            entries,
+            ports,
+        })
     }
 
     async fn flush(&mut self) -> Result<(), FirewallError> {
@@ -575,6 +714,68 @@ fn parse_elements(set: &Value) -> Result<Vec<(IpNet, Option<i64>)>, String> {
         };
         for net in parse_val(val)? {
             out.push((net, left));
+        }
+    }
+    Ok(out)
+}
+
+/// The elements of a port set (`address . protocol . port`, the address
+/// possibly a prefix, the port possibly a range).
+fn parse_port_elements(set: &Value) -> Result<Vec<(PortKey, Option<i64>)>, String> {
+    let mut out = Vec::new();
+    let Some(elems) = set.get("elem").and_then(Value::as_array) else {
+        return Ok(out);
+    };
+    for e in elems {
+        let (val, left) = match e.get("elem") {
+            Some(inner) => (
+                inner.get("val").unwrap_or(inner),
+                inner
+                    .get("expires")
+                    .or_else(|| inner.get("timeout"))
+                    .and_then(Value::as_i64)
+                    .map(|s| s * 1_000),
+            ),
+            None => (e, None),
+        };
+        let parts = val
+            .get("concat")
+            .and_then(Value::as_array)
+            .filter(|p| p.len() == 3)
+            .ok_or_else(|| format!("unexpected port element {val}"))?;
+        let targets = parse_val(&parts[0])?;
+        let proto = match &parts[1] {
+            Value::String(s) if s == "tcp" => 6,
+            Value::String(s) if s == "udp" => 17,
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .ok_or_else(|| format!("protocol {n}"))?,
+            other => return Err(format!("unexpected protocol {other}")),
+        };
+        let port = |v: &Value| -> Result<u16, String> {
+            v.as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or_else(|| format!("unexpected port {v}"))
+        };
+        let (from, to) = match parts[2].get("range").and_then(Value::as_array) {
+            Some(r) if r.len() == 2 => (port(&r[0])?, port(&r[1])?),
+            _ => {
+                let p = port(&parts[2])?;
+                (p, p)
+            }
+        };
+        for target in targets {
+            for p in from..=to {
+                out.push((
+                    PortKey {
+                        target,
+                        proto,
+                        port: p,
+                    },
+                    left,
+                ));
+            }
         }
     }
     Ok(out)
@@ -703,6 +904,12 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("hook input priority -10;"), "{s}");
+        assert!(
+            s.contains(
+                "add rule inet fb forward ip6 saddr . meta l4proto . th dport @port6 reject\n"
+            ),
+            "{s}"
+        );
         let (s, _) = NftablesFirewall::new("fb".into()).table_script(&[]);
         assert!(!s.contains("forward"), "{s}");
         assert!(
@@ -732,6 +939,52 @@ mod tests {
         let bad: Value = serde_json::from_str(r#"{"elem": [{"weird": 1}]}"#).expect("json");
         assert!(parse_elements(&bad).is_err());
     }
+
+    #[test]
+    fn port_elements_are_written_and_read_back() {
+        let key = |t: &str, proto, port| PortKey {
+            target: t.parse().expect("net"),
+            proto,
+            port,
+        };
+        let mut s = String::new();
+        NftablesFirewall::port_elements(
+            &mut s,
+            "fb",
+            "add",
+            &[
+                (key("192.0.2.1/32", 6, 22), Some(5_000)),
+                (key("2001:db8::/64", 17, 53), None),
+                (key("198.51.100.0/24", 6, 22), Some(60_000)),
+            ],
+            true,
+        );
+        assert_eq!(
+            s,
+            "add element inet fb pnet4 { 198.51.100.0/24 . tcp . 22 timeout 60000ms }\n\
+             add element inet fb pnet6 { 2001:db8::/64 . udp . 53 }\n\
+             add element inet fb port4 { 192.0.2.1 . tcp . 22 timeout 5000ms }\n"
+        );
+        let json = r#"{"set": {"name": "pnet4", "elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "198.51.100.0", "len": 24}}, "tcp", 22]}, "timeout": 60, "expires": 59}}, {"concat": ["192.0.2.1", "udp", {"range": [53, 54]}]}]}}"#;
+        let v: Value = serde_json::from_str(json).expect("json");
+        let got: Vec<String> = parse_port_elements(&v["set"])
+            .expect("parses")
+            .iter()
+            .map(|(k, l)| format!("{k} {l:?}"))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "198.51.100.0/24 tcp/22 Some(59000)",
+                "192.0.2.1/32 udp/53 None",
+                "192.0.2.1/32 udp/54 None"
+            ]
+        );
+        let bad: Value =
+            serde_json::from_str(r#"{"elem": [{"concat": ["192.0.2.1", "icmp", 1]}]}"#)
+                .expect("json");
+        assert!(parse_port_elements(&bad).is_err());
+    }
 }
 
 #[cfg(test)]
@@ -752,7 +1005,7 @@ mod kernel_tests {
         crate::firewall::suite::run(&mut fw, &ns).await;
 
         // The rules really are there, hooked on input; flush removes them.
-        fw.sync(&[("192.0.2.9/32".parse().expect("net"), Some(60_000))])
+        fw.sync(&[("192.0.2.9/32".parse().expect("net"), Some(60_000))], &[])
             .await
             .expect("sync");
         let ruleset = ns.sh("nft list ruleset");
@@ -761,7 +1014,7 @@ mod kernel_tests {
         // A prefix gets its set and rule in the same transaction.
         fw.apply(&Changes {
             add: vec![("198.51.100.0/24".parse().expect("net"), Some(60_000))],
-            remove: vec![],
+            ..Changes::default()
         })
         .await
         .expect("apply");
@@ -781,6 +1034,7 @@ mod kernel_tests {
             .apply(&Changes {
                 add: vec![("192.0.2.77/32".parse().expect("net"), Some(60_000))],
                 remove: vec!["203.0.113.200/32".parse().expect("net")],
+                ..Changes::default()
             })
             .await
             .expect_err("absent element");
@@ -801,9 +1055,12 @@ mod kernel_tests {
         // A full sync over the intact table fills the other generation of
         // sets and points the rules at it; the old sets are gone.
         let before = ns.sh("nft list ruleset");
-        fw.sync(&[("203.0.113.8/32".parse().expect("net"), Some(60_000))])
-            .await
-            .expect("sync again");
+        fw.sync(
+            &[("203.0.113.8/32".parse().expect("net"), Some(60_000))],
+            &[],
+        )
+        .await
+        .expect("sync again");
         let after = ns.sh("nft list ruleset");
         let (old, new) = if before.contains("set host4_b") {
             ("host4_b", "host4 ")

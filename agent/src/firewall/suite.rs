@@ -4,10 +4,18 @@
 use ipnet::IpNet;
 
 use super::Firewall;
-use crate::blocklist::Changes;
+use crate::blocklist::{Changes, Delta, PortKey};
 
 fn net(s: &str) -> IpNet {
     fleetban_proto::parse_target(s).expect("target")
+}
+
+fn port(target: &str, proto: u8, port: u16) -> PortKey {
+    PortKey {
+        target: net(target),
+        proto,
+        port,
+    }
 }
 
 /// A network namespace of its own, deleted on drop.
@@ -89,12 +97,20 @@ pub(crate) async fn run(fw: &mut dyn Firewall, ns: &Namespace) {
 
 /// The backend-independent part of [`run`].
 pub(crate) async fn run_plain(fw: &mut dyn Firewall) {
-    fw.sync(&[
-        (net("192.0.2.1"), Some(600_000)),
-        (net("2001:db8::/64"), None),
-        (net("198.51.100.0/24"), Some(60_000)),
-        (net("2001:db8:1::7"), Some(60_000)),
-    ])
+    fw.sync(
+        &[
+            (net("192.0.2.1"), Some(600_000)),
+            (net("2001:db8::/64"), None),
+            (net("198.51.100.0/24"), Some(60_000)),
+            (net("2001:db8:1::7"), Some(60_000)),
+        ],
+        &[
+            (port("192.0.2.50", 6, 22), Some(600_000)),
+            (port("192.0.2.50", 17, 53), None),
+            (port("2001:db8::50", 6, 443), Some(60_000)),
+            (port("198.51.101.0/24", 6, 22), Some(60_000)),
+        ],
+    )
     .await
     .expect("sync");
     assert_eq!(
@@ -111,12 +127,39 @@ pub(crate) async fn run_plain(fw: &mut dyn Firewall) {
     let left = read.entries[&net("192.0.2.1")].expect("a timeout");
     assert!((590_000..=600_000).contains(&left), "{left}");
     assert_eq!(read.entries[&net("2001:db8::/64")], None);
+    // Port elements are kept apart from address-wide entries.
+    assert_eq!(
+        read.ports.keys().copied().collect::<Vec<_>>(),
+        vec![
+            port("192.0.2.50", 6, 22),
+            port("192.0.2.50", 17, 53),
+            port("198.51.101.0/24", 6, 22),
+            port("2001:db8::50", 6, 443),
+        ]
+    );
+    let left = read.ports[&port("192.0.2.50", 6, 22)].expect("a timeout");
+    assert!((590_000..=600_000).contains(&left), "{left}");
+    assert_eq!(read.ports[&port("192.0.2.50", 17, 53)], None);
 
     let changes = Changes {
         add: vec![(net("203.0.113.7"), Some(5_000))],
         remove: vec![net("192.0.2.1"), net("2001:db8::/64")],
+        ports: Delta {
+            add: vec![(port("192.0.2.50", 6, 2222), Some(60_000))],
+            remove: vec![port("192.0.2.50", 6, 22), port("198.51.101.0/24", 6, 22)],
+        },
     };
     fw.apply(&changes).await.expect("apply");
+    let read = fw.read().await.expect("read");
+    assert!(read.intact);
+    assert_eq!(
+        read.ports.keys().copied().collect::<Vec<_>>(),
+        vec![
+            port("192.0.2.50", 6, 2222),
+            port("192.0.2.50", 17, 53),
+            port("2001:db8::50", 6, 443),
+        ]
+    );
     assert_eq!(
         fw.list().await.expect("list"),
         vec![
@@ -128,14 +171,20 @@ pub(crate) async fn run_plain(fw: &mut dyn Firewall) {
     fw.apply(&Changes::default()).await.expect("empty apply");
 
     // A full sync replaces everything.
-    fw.sync(&[(net("192.0.2.200"), None)]).await.expect("sync");
+    fw.sync(&[(net("192.0.2.200"), None)], &[])
+        .await
+        .expect("sync");
     assert_eq!(fw.list().await.expect("list"), vec![net("192.0.2.200")]);
-    fw.sync(&[]).await.expect("sync empty");
+    assert!(fw.read().await.expect("read").ports.is_empty());
+    fw.sync(&[], &[]).await.expect("sync empty");
     assert!(fw.list().await.expect("list").is_empty());
     assert!(fw.read().await.expect("read").intact);
 
     fw.flush().await.expect("flush");
     fw.flush().await.expect("flush twice");
     let read = fw.read().await.expect("read after flush");
-    assert!(!read.intact && read.entries.is_empty(), "{read:?}");
+    assert!(
+        !read.intact && read.entries.is_empty() && read.ports.is_empty(),
+        "{read:?}"
+    );
 }

@@ -64,6 +64,8 @@ pub struct LocalBan {
     pub at: DateTime<Utc>,
     pub duration: Duration,
     pub failures: u64,
+    /// The jail's port scope (`tcp/22`); empty: all traffic.
+    pub ports: String,
 }
 
 /// A ban that is in force now, as far as correlation needs to know.
@@ -71,6 +73,8 @@ pub struct LocalBan {
 pub struct ActiveBan {
     pub target: IpNet,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Port scope; empty: all traffic.
+    pub ports: String,
 }
 
 /// A decision to record and push to the fleet.
@@ -84,6 +88,10 @@ pub struct NewDecision {
     /// Every agent of the fleet, for now.
     pub scope: String,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Port scope, as `tcp/22,443` (see `fleetban_proto::ports`); empty:
+    /// all traffic. Only local echoes of port-scoped jails and manual
+    /// decisions carry one; correlation across the fleet bans addresses.
+    pub ports: String,
 }
 
 /// The fleet scope: every agent.

@@ -3,7 +3,8 @@
 use chrono::Duration;
 use fleetban_policy::LocalBan;
 use fleetban_proto::convert::time_from_ms;
-use fleetban_proto::{parse_target, pb};
+use fleetban_proto::{parse_target, pb, PortScope};
+use ipnet::IpNet;
 use tracing::warn;
 use uuid::Uuid;
 
@@ -17,6 +18,20 @@ pub fn decision(d: &Decision) -> pb::Decision {
         reason: d.reason.clone(),
         jail: d.jail.clone(),
         expires_at_ms: d.expires_at.map_or(0, |t| t.timestamp_millis()),
+        ports: port_scope(d),
+    }
+}
+
+/// A stored port scope on the wire. The store only holds scopes checked on
+/// the way in; one that does not parse is logged and sent as all traffic
+/// (the decision is a ban either way).
+fn port_scope(d: &Decision) -> Option<pb::PortScope> {
+    match PortScope::from_text(&d.ports) {
+        Ok(s) => (&s).into(),
+        Err(e) => {
+            warn!(decision = d.id, ports = %d.ports, error = %e, "stored port scope unreadable; sent as all traffic");
+            None
+        }
     }
 }
 
@@ -63,6 +78,30 @@ pub fn policy(p: &crate::service::JailPolicy) -> pb::PolicyUpdate {
 
 /// The valid events and bans of a batch. An invalid entry is logged and left
 /// out, so one bad entry cannot make an agent resend its batch forever.
+/// An unban reported by an agent, in the order it happened among its bans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unban {
+    pub target: IpNet,
+    pub time_ms: i64,
+}
+
+/// The valid unbans of a batch; an invalid one is logged and left out.
+pub fn unbans(agent_id: &str, unbans: &[pb::Unban]) -> Vec<Unban> {
+    unbans
+        .iter()
+        .filter_map(|u| match parse_target(&u.target) {
+            Ok(target) => Some(Unban {
+                target,
+                time_ms: u.time_ms,
+            }),
+            Err(e) => {
+                warn!(agent = agent_id, unban = %u.id, reason = %e, "invalid unban dropped");
+                None
+            }
+        })
+        .collect()
+}
+
 pub fn batch(agent_id: &str, batch: pb::EventBatch) -> (Vec<NewEvent>, Vec<LocalBan>) {
     let events = batch
         .events
@@ -112,6 +151,9 @@ fn local_ban(agent_id: &str, b: &pb::LocalBan) -> Result<LocalBan, String> {
         at: time_from_ms(b.time_ms).map_err(|e| e.to_string())?,
         duration: Duration::seconds(b.duration_s),
         failures: b.failures,
+        ports: PortScope::try_from(b.ports.clone())
+            .map_err(|e| format!("ports: {e}"))?
+            .to_string(),
     })
 }
 

@@ -376,13 +376,10 @@ impl Session {
             Some(AgentMsg::Events(batch)) => {
                 self.service.metrics().event_batches.inc();
                 let seq = batch.seq;
+                let unbans = convert::unbans(&self.agent_id, &batch.unbans);
                 let (events, bans) = convert::batch(&self.agent_id, batch);
-                match self
-                    .service
-                    .report(&self.agent_id, &self.group, &events, &bans)
-                    .await
-                {
-                    Ok(_) => self.send(ServerMsg::Ack(pb::Ack { seq })).await,
+                match self.report(&events, &bans, &unbans).await {
+                    Ok(()) => self.send(ServerMsg::Ack(pb::Ack { seq })).await,
                     Err(e) => Err(self.fail(e).await),
                 }
             }
@@ -398,6 +395,38 @@ impl Session {
                 .await),
             None => Ok(()),
         }
+    }
+
+    /// Stores a batch: its events and bans, and its unbans in the order
+    /// they happened among the bans (a ban, then its unban, then a new ban
+    /// of the same address ends banned).
+    async fn report(
+        &self,
+        events: &[crate::store::NewEvent],
+        bans: &[fleetban_policy::LocalBan],
+        unbans: &[convert::Unban],
+    ) -> Result<(), ServiceError> {
+        let (id, group) = (&self.agent_id, &self.group);
+        if unbans.is_empty() {
+            return self.service.report(id, group, events, bans).await.map(drop);
+        }
+        // Bans made before an unban go first (a batch holds them in the
+        // order the agent made them).
+        let mut rest = bans;
+        let mut events = events;
+        for u in unbans {
+            let before = rest
+                .iter()
+                .take_while(|b| b.at.timestamp_millis() <= u.time_ms)
+                .count();
+            self.service
+                .report(id, group, events, &rest[..before])
+                .await?;
+            events = &[];
+            rest = &rest[before..];
+            self.service.agent_unban(id, u.target).await?;
+        }
+        self.service.report(id, group, events, rest).await.map(drop)
     }
 
     async fn firewall(&self, state: crate::store::FirewallState) -> Result<(), Closed> {

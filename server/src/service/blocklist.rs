@@ -97,6 +97,7 @@ mod tests {
             created_at: t(0),
             expires_at: expires.map(t),
             revokes,
+            ports: String::new(),
         }
     }
 

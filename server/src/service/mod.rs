@@ -6,6 +6,7 @@ mod feeds;
 mod follow;
 pub mod identity;
 mod policies;
+mod unban;
 
 use std::sync::Arc;
 
@@ -178,6 +179,10 @@ impl Service {
                     &b.reason,
                     now,
                 )
+                .map(|d| fleetban_policy::NewDecision {
+                    ports: b.ports.clone(),
+                    ..d
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let _guard = self.correlate.lock().await;
@@ -452,6 +457,8 @@ pub struct ManualBan {
     /// Only the agents of this group; `None`: the whole fleet.
     pub group: Option<String>,
     pub reason: String,
+    /// Port scope (`tcp/22`, checked); empty: all traffic.
+    pub ports: String,
 }
 
 /// An agent group: empty (none) or a name as jail rules use it.

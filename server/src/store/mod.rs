@@ -148,6 +148,8 @@ pub struct Decision {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revokes: Option<i64>,
+    /// Port scope (`tcp/22`); empty: all traffic.
+    pub ports: String,
 }
 
 /// What correlation needs to know about one target. The store gathers it
@@ -380,6 +382,7 @@ fn facts(
             .map(|d| ActiveBan {
                 target: d.target,
                 expires_at: d.expires_at,
+                ports: d.ports,
             })
             .collect(),
         previous_bans,

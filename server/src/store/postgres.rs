@@ -30,7 +30,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 
 const DECISION_COLUMNS: &str =
     "id, version, kind, target::text AS target, origin, reason, creator, jail, scope, \
-     created_at, expires_at, revokes";
+     created_at, expires_at, revokes, ports";
 
 pub struct PgStore {
     pool: PgPool,
@@ -86,6 +86,7 @@ pub(super) fn decision_from(row: &PgRow, prefix: &str) -> Result<Decision, Store
         created_at: row.try_get(c("created_at").as_str())?,
         expires_at: row.try_get(c("expires_at").as_str())?,
         revokes: row.try_get(c("revokes").as_str())?,
+        ports: row.try_get(c("ports").as_str())?,
     })
 }
 
@@ -143,8 +144,8 @@ async fn insert_ban(
 ) -> Result<Decision, StoreError> {
     let version = next_version(tx).await?;
     let row = sqlx::query(&format!(
-        "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, expires_at)
-         VALUES ($1, 'ban', $2::cidr, $3, $4, $5, $6, $7, $8, $9) RETURNING {DECISION_COLUMNS}"
+        "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, expires_at, ports)
+         VALUES ($1, 'ban', $2::cidr, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {DECISION_COLUMNS}"
     ))
     .bind(version)
     .bind(d.target.to_string())
@@ -155,6 +156,7 @@ async fn insert_ban(
     .bind(&d.scope)
     .bind(now)
     .bind(d.expires_at)
+    .bind(&d.ports)
     .fetch_one(&mut *tx)
     .await?;
     decision(&row)
@@ -176,8 +178,8 @@ async fn insert_revoke(
     let id = r.id;
     let version = next_version(tx).await?;
     let row = sqlx::query(&format!(
-        "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, revokes)
-         SELECT $1, 'revoke', target, $2, $3, $4, jail, scope, $5, id FROM decisions WHERE id = $6 AND kind = 'ban'
+        "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, revokes, ports)
+         SELECT $1, 'revoke', target, $2, $3, $4, jail, scope, $5, id, ports FROM decisions WHERE id = $6 AND kind = 'ban'
          RETURNING {DECISION_COLUMNS}"
     ))
     .bind(version)

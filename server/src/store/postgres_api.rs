@@ -116,6 +116,7 @@ fn decision_select() -> String {
         "created_at",
         "expires_at",
         "revokes",
+        "ports",
     ];
     let mut s = String::from("SELECT ");
     for (i, c) in cols.iter().enumerate() {

@@ -25,7 +25,7 @@ use super::{
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 const DECISION_COLUMNS: &str =
-    "id, version, kind, target, origin, reason, creator, jail, scope, created_at, expires_at, revokes";
+    "id, version, kind, target, origin, reason, creator, jail, scope, created_at, expires_at, revokes, ports";
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -72,8 +72,8 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         let version = next_version(&mut tx).await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, revokes)
-             SELECT ?1, 'revoke', target, ?2, ?3, ?4, jail, scope, ?5, id FROM decisions WHERE id = ?6 AND kind = 'ban'
+            "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, revokes, ports)
+             SELECT ?1, 'revoke', target, ?2, ?3, ?4, jail, scope, ?5, id, ports FROM decisions WHERE id = ?6 AND kind = 'ban'
              RETURNING {DECISION_COLUMNS}"
         ))
         .bind(version)
@@ -175,6 +175,7 @@ pub(super) fn decision_from(row: &SqliteRow, prefix: &str) -> Result<Decision, S
             .map(time)
             .transpose()?,
         revokes: row.try_get(c("revokes").as_str())?,
+        ports: row.try_get(c("ports").as_str())?,
     })
 }
 
@@ -338,8 +339,8 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let version = next_version(&mut tx).await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, expires_at)
-             VALUES (?1, 'ban', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING {DECISION_COLUMNS}"
+            "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, expires_at, ports)
+             VALUES (?1, 'ban', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING {DECISION_COLUMNS}"
         ))
         .bind(version)
         .bind(d.target.to_string())
@@ -350,6 +351,7 @@ impl Store for SqliteStore {
         .bind(&d.scope)
         .bind(ms(now))
         .bind(d.expires_at.map(ms))
+        .bind(&d.ports)
         .fetch_one(&mut *tx)
         .await?;
         let stored = decision(&row)?;

@@ -107,7 +107,7 @@ const TOKEN_COLUMNS: &str =
     "id, name, scopes, created_by, created_at, expires_at, revoked_at, last_used_at";
 const BOUNCER_COLUMNS: &str = "name, created_at, revoked_at, last_pull_at, last_version";
 const EVENT_COLUMNS: &str = "id, agent_id, jail, ip, username, occurred_at, received_at";
-const DECISION_COLUMNS: [&str; 12] = [
+const DECISION_COLUMNS: [&str; 13] = [
     "id",
     "version",
     "kind",
@@ -120,6 +120,7 @@ const DECISION_COLUMNS: [&str; 12] = [
     "created_at",
     "expires_at",
     "revokes",
+    "ports",
 ];
 
 fn decision_select() -> String {

@@ -41,6 +41,7 @@ fn ban(target: &str, expires: Option<i64>) -> NewDecision {
         jail: "sshd".into(),
         scope: SCOPE_FLEET.into(),
         expires_at: expires.map(t),
+        ports: String::new(),
     }
 }
 
@@ -1061,7 +1062,52 @@ pub(crate) async fn policies_are_seeded_once_and_versioned(s: Arc<dyn Store>) {
     assert_eq!(s.policy_version().await.expect("version"), 5);
 }
 
+/// A port scope is stored with its ban, kept by its revocation, and seen
+/// by correlation among the active bans.
+pub(crate) async fn port_scopes_are_kept(s: Arc<dyn Store>) {
+    let d = s
+        .record_decision(
+            &NewDecision {
+                ports: "tcp/22,8000:8100".into(),
+                ..ban("192.0.2.1", Some(600))
+            },
+            t(0),
+        )
+        .await
+        .expect("record");
+    assert_eq!(d.ports, "tcp/22,8000:8100");
+    let wide = s
+        .record_decision(&ban("192.0.2.2", Some(600)), t(0))
+        .await
+        .expect("record");
+    assert_eq!(wide.ports, "");
+    let active = s.active_bans(t(1)).await.expect("active");
+    assert_eq!(
+        active
+            .iter()
+            .find(|a| a.id == d.id)
+            .map(|a| a.ports.as_str()),
+        Some("tcp/22,8000:8100")
+    );
+    assert_eq!(
+        s.decisions_since(0).await.expect("since")[0].ports,
+        "tcp/22,8000:8100"
+    );
+    let r = s
+        .revoke_decision(d.id, "agent:a", "unbanned", t(2))
+        .await
+        .expect("revoke");
+    assert_eq!(r.ports, "tcp/22,8000:8100");
+    let row = s.decision(d.id).await.expect("read").expect("there");
+    assert_eq!(row.decision.ports, "tcp/22,8000:8100");
+    assert_eq!(
+        row.revocation.map(|r| r.ports),
+        Some("tcp/22,8000:8100".into())
+    );
+}
+
 store_suite!(
+    port_scopes_are_kept,
     decide_records_under_facts,
     feeds_sync_and_report,
     policies_are_seeded_once_and_versioned,

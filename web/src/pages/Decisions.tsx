@@ -225,6 +225,7 @@ export function Decisions() {
                   <a href={`/ips/${encodeURIComponent(d.target.split("/")[0])}`} onClick={onLink}>
                     {d.target}
                   </a>
+                  {d.ports && <div class="muted small">only {d.ports}</div>}
                 </td>
                 <td>
                   <Badge value={d.status} />

@@ -167,11 +167,21 @@ impl Policy {
 /// from `now` until `until`: it covers the target and lasts at least half
 /// as long. So one burst of failures, reported again and again, makes one
 /// decision, while a much longer ban (a recidive, a manual one) is made.
-fn covered(active: &[ActiveBan], target: &IpNet, now: DateTime<Utc>, until: DateTime<Utc>) -> bool {
+/// A port-scoped ban covers only a ban of the same ports; an address-wide
+/// one covers any.
+fn covered(
+    active: &[ActiveBan],
+    target: &IpNet,
+    ports: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> bool {
     let enough = until - (until - now) / 2;
-    active
-        .iter()
-        .any(|a| a.target.contains(target) && a.expires_at.is_none_or(|e| e >= enough))
+    active.iter().any(|a| {
+        a.target.contains(target)
+            && (a.ports.is_empty() || a.ports == ports)
+            && a.expires_at.is_none_or(|e| e >= enough)
+    })
 }
 
 /// Decisions for a local ban by an agent of `group`.
@@ -192,7 +202,7 @@ pub fn on_local_ban(
     let (duration, grown) = policy.grown(ban.duration, facts.previous_bans);
     let expires = (ban.at + duration).min(now + duration);
     let mut out = Vec::new();
-    if expires > now && !covered(&facts.active, &ban.target, now, expires) {
+    if expires > now && !covered(&facts.active, &ban.target, &ban.ports, now, expires) {
         let (origin, reason) = if grown {
             (
                 Origin::Recidive,
@@ -221,6 +231,7 @@ pub fn on_local_ban(
             jail: ban.jail.clone(),
             scope: policy.scope(group),
             expires_at: Some(expires),
+            ports: ban.ports.clone(),
         });
     }
     out.extend(escalate(policy, &ban.target, group, facts, now));
@@ -244,7 +255,7 @@ pub fn on_failures(
     }
     let (duration, grown) = policy.grown(t.bantime, facts.previous_bans);
     let expires = now + duration;
-    if covered(&facts.active, ip, now, expires) {
+    if covered(&facts.active, ip, "", now, expires) {
         return Vec::new();
     }
     let mut out = vec![NewDecision {
@@ -264,6 +275,7 @@ pub fn on_failures(
         jail: jail.to_owned(),
         scope: policy.scope(group),
         expires_at: Some(expires),
+        ports: String::new(),
     }];
     out.extend(escalate(policy, ip, group, facts, now));
     out
@@ -283,7 +295,7 @@ fn escalate(
         return None;
     }
     let expires = now + s.bantime;
-    if covered(&facts.active, &prefix, now, expires) {
+    if covered(&facts.active, &prefix, "", now, expires) {
         return None;
     }
     Some(NewDecision {
@@ -298,6 +310,7 @@ fn escalate(
         jail: String::new(),
         scope: policy.scope(group),
         expires_at: Some(expires),
+        ports: String::new(),
     })
 }
 
@@ -326,6 +339,7 @@ pub fn manual(
             None => SCOPE_FLEET.to_owned(),
         },
         expires_at: duration.map(|d| now + d),
+        ports: String::new(),
     })
 }
 
@@ -351,6 +365,7 @@ pub fn from_feed(
                 jail: String::new(),
                 scope: SCOPE_FLEET.to_owned(),
                 expires_at: lifetime.map(|l| now + l),
+                ports: String::new(),
             }),
             Err(e) => refused.push(e),
         }

@@ -25,6 +25,7 @@ fn ban(target: &str, at: i64) -> LocalBan {
         at: t(at),
         duration: Duration::minutes(10),
         failures: 5,
+        ports: String::new(),
     }
 }
 
@@ -87,6 +88,7 @@ fn local_ban_is_echoed_fleet_wide() {
         active: vec![ActiveBan {
             target: net("192.0.2.0/24"),
             expires_at: Some(t(60)),
+            ports: String::new(),
         }],
         ..Default::default()
     };
@@ -98,10 +100,36 @@ fn local_ban_is_echoed_fleet_wide() {
         active: vec![ActiveBan {
             target: net("192.0.2.1"),
             expires_at: Some(t(500)),
+            ports: String::new(),
         }],
         ..Default::default()
     };
     assert!(on_local_ban(&policy(), &ban("192.0.2.1", 0), None, &long, t(1)).is_empty());
+    // A port-scoped ban keeps its scope, and covers only the same ports.
+    let sshd = LocalBan {
+        ports: "tcp/22".into(),
+        ..ban("192.0.2.1", 0)
+    };
+    let d = on_local_ban(&policy(), &sshd, None, &Facts::default(), t(1));
+    assert_eq!(d[0].ports, "tcp/22");
+    let scoped = Facts {
+        active: vec![ActiveBan {
+            target: net("192.0.2.1"),
+            expires_at: Some(t(500)),
+            ports: "tcp/22".into(),
+        }],
+        ..Default::default()
+    };
+    assert!(on_local_ban(&policy(), &sshd, None, &scoped, t(1)).is_empty());
+    let d = on_local_ban(&policy(), &ban("192.0.2.1", 0), None, &scoped, t(1));
+    assert_eq!((d.len(), d[0].ports.as_str()), (1, ""));
+    let web = LocalBan {
+        ports: "tcp/80,443".into(),
+        ..ban("192.0.2.1", 0)
+    };
+    assert_eq!(on_local_ban(&policy(), &web, None, &scoped, t(1)).len(), 1);
+    // The address-wide ban covers every port.
+    assert!(on_local_ban(&policy(), &web, None, &long, t(1)).is_empty());
     let unshared = Policy {
         shared_jails: Some(vec!["nginx".into()]),
         ..policy()
@@ -180,6 +208,7 @@ fn subnet_escalation() {
     let active = vec![ActiveBan {
         target: net("192.0.2.0/24"),
         expires_at: None,
+        ports: String::new(),
     }];
     let facts = Facts {
         banned_in_prefix: 9,
@@ -300,10 +329,10 @@ proptest! {
             let facts = |active: &Vec<ActiveBan>| Facts { hosts, failures: hosts, active: active.clone(), ..Default::default() };
             let d = on_failures(&p, &ip, "sshd", None, &facts(&active), now);
             decisions += d.len();
-            active.extend(d.into_iter().map(|d| ActiveBan { target: d.target, expires_at: d.expires_at }));
+            active.extend(d.into_iter().map(|d| ActiveBan { target: d.target, expires_at: d.expires_at, ports: d.ports }));
             let d = on_local_ban(&p, &LocalBan { target: ip, at: now, ..ban("192.0.2.50", 0) }, None, &facts(&active), now);
             decisions += d.len();
-            active.extend(d.into_iter().map(|d| ActiveBan { target: d.target, expires_at: d.expires_at }));
+            active.extend(d.into_iter().map(|d| ActiveBan { target: d.target, expires_at: d.expires_at, ports: d.ports }));
         }
         prop_assert_eq!(decisions, 1);
     }

@@ -194,6 +194,11 @@ pub struct CreateDecision {
     /// Only the agents of this group; default the whole fleet.
     #[serde(default)]
     pub group: Option<String>,
+    /// Only these ports, as `PROTOCOL/PORTS`: `tcp/22`, `udp/53`,
+    /// `all/80,443` (TCP and UDP), `tcp/8000:8100`; ports by number or a
+    /// well-known service name. Default: all traffic.
+    #[serde(default)]
+    pub ports: Option<String>,
 }
 
 /// Default length of a manual ban, as CrowdSec's `cscli decisions add`.
@@ -235,11 +240,18 @@ fn manual_ban(req: &CreateDecision) -> Result<ManualBan, ApiError> {
             )));
         }
     }
+    let ports = match req.ports.as_deref() {
+        Some(p) => fleetban_proto::PortScope::from_text(p)
+            .map_err(|e| bad(format!("ports {p:?}: {e}")))?
+            .to_string(),
+        None => String::new(),
+    };
     Ok(ManualBan {
         target,
         duration,
         group: req.group.clone(),
         reason: req.reason.clone(),
+        ports,
     })
 }
 
@@ -270,7 +282,7 @@ pub async fn create(
             &actor,
             "decision.create",
             &d.id.to_string(),
-            serde_json::json!({ "target": target_text(&d.target), "expires_at": d.expires_at, "reason": d.reason, "scope": d.scope }),
+            serde_json::json!({ "target": target_text(&d.target), "expires_at": d.expires_at, "reason": d.reason, "scope": d.scope, "ports": d.ports }),
             source,
         )
         .await;

@@ -49,6 +49,9 @@ pub struct DecisionView {
     pub jail: String,
     /// `fleet` or `group:NAME`.
     pub scope: String,
+    /// The ports banned, as `PROTOCOL/PORTS` (`tcp/22`, `all/80,443`,
+    /// `tcp/8000:8100`); empty: all traffic.
+    pub ports: String,
     pub created_at: DateTime<Utc>,
     /// `null`: until revoked.
     pub expires_at: Option<DateTime<Utc>>,
@@ -69,6 +72,7 @@ impl DecisionView {
             creator: d.creator.clone(),
             jail: d.jail.clone(),
             scope: d.scope.clone(),
+            ports: d.ports.clone(),
             created_at: d.created_at,
             expires_at: d.expires_at,
             status: status_name(row.status(now)).to_owned(),
