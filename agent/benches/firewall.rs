@@ -233,7 +233,17 @@ async fn bench_backend(fw: &mut dyn Firewall, entries: &[Entry]) -> anyhow::Resu
     let load = t.elapsed();
     let cpu = cpu_s() - cpu;
     let slab_after = slab_kb();
-    let held = fw.list().await?.len();
+    // Right after a bulk load the kernel may still be rehashing a set in
+    // the background; a dump taken meanwhile can miss elements (lookups do
+    // not), so the read-back is retried for a few seconds.
+    let mut held = fw.list().await?.len();
+    let mut settled = Duration::ZERO;
+    let waited = Instant::now();
+    while held != entries.len() && waited.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        held = fw.list().await?.len();
+        settled = waited.elapsed();
+    }
     anyhow::ensure!(
         held == entries.len(),
         "{} holds {held} of {}",
@@ -241,12 +251,20 @@ async fn bench_backend(fw: &mut dyn Firewall, entries: &[Entry]) -> anyhow::Resu
         entries.len()
     );
     println!(
-        "{}: full sync of {} entries in {:.2} s ({:.2} s of CPU: agent, kernel for it, tools); kernel slab +{} MB",
+        "{}: full sync of {} entries in {:.2} s ({:.2} s of CPU: agent, kernel for it, tools); kernel slab +{} MB{}",
         fw.name(),
         entries.len(),
         load.as_secs_f64(),
         cpu,
-        slab_after.saturating_sub(slab) / 1024
+        slab_after.saturating_sub(slab) / 1024,
+        if settled.is_zero() {
+            String::new()
+        } else {
+            format!(
+                "; a dump held all of them {:.1} s after the read-back began",
+                settled.as_secs_f64()
+            )
+        }
     );
     // The same list again over the loaded one: every element replaced in
     // one transaction (a restart, or a repair after drift).

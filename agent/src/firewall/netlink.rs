@@ -59,12 +59,20 @@ pub enum NetlinkError {
     Namespace { path: PathBuf, detail: String },
     #[error("cannot send a batch of {bytes} bytes to the kernel: {errno}")]
     Send { bytes: usize, errno: Errno },
-    #[error("the kernel refused to {what}: {errno}")]
+    #[error("the kernel refused to {what}: {errno}{}", hint(*.errno))]
     Refused { what: String, errno: Errno },
     #[error("no answer from the kernel to {what}")]
     NoAnswer { what: String },
     #[error("cannot read the kernel's answer: {0}")]
     Receive(Errno),
+}
+
+fn hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::ENFILE => " (the set is full; a full sync makes it bigger)",
+        Errno::ENOENT => " (no such element, set or table)",
+        _ => "",
+    }
 }
 
 /// Adding or deleting elements.

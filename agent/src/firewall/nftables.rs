@@ -157,13 +157,35 @@ impl SetKey {
         format!("{proto} saddr & {mask} == @{}", self.name())
     }
 
-    fn declaration(self, table: &str) -> String {
+    /// The set's declaration, sized for `elements` with room to grow.
+    fn declaration(self, table: &str, elements: usize) -> String {
         let ty = if self.v4 { "ipv4_addr" } else { "ipv6_addr" };
         format!(
-            "add set inet {table} {} {{ type {ty}; flags timeout; }}\n",
-            self.name()
+            "add set inet {table} {} {{ type {ty}; flags timeout; size {}; }}\n",
+            self.name(),
+            self.capacity(elements)
         )
     }
+
+    /// A set's `size`: half as much again as it holds when made, and at
+    /// least 65,536 hosts or 1,024 prefixes. The kernel sizes its hash table
+    /// for it up front, so a big load neither rehashes on the way (a dump
+    /// taken during a rehash can miss elements) nor pays for it; a set that
+    /// fills up refuses more (ENFILE) and the agent's full sync, which
+    /// follows a refused change, makes it bigger.
+    fn capacity(self, elements: usize) -> usize {
+        let floor = if self.is_host() { 65_536 } else { 1_024 };
+        (elements + elements / 2).max(floor)
+    }
+}
+
+/// How many entries each set gets.
+fn counts<'a>(keys: impl Iterator<Item = SetKey> + 'a) -> BTreeMap<SetKey, usize> {
+    let mut counts = BTreeMap::new();
+    for k in keys {
+        *counts.entry(k).or_insert(0) += 1;
+    }
+    counts
 }
 
 pub struct NftablesFirewall {
@@ -258,8 +280,8 @@ impl NftablesFirewall {
     }
 
     /// A set and its rule in every chain.
-    fn add_set(&self, script: &mut String, key: SetKey) {
-        script.push_str(&key.declaration(&self.table));
+    fn add_set(&self, script: &mut String, key: SetKey, elements: usize) {
+        script.push_str(&key.declaration(&self.table, elements));
         for chain in self.chains() {
             self.rule(script, chain, key);
         }
@@ -387,8 +409,9 @@ impl NftablesFirewall {
             let _ = writeln!(script, "add chain inet {t} {chain} {{ type filter hook {chain} priority {PRIORITY}; policy accept; }}");
         }
         let sets = Self::needed(entries, false);
+        let sizes = counts(entries.iter().map(|(n, _)| SetKey::of(n, false)));
         for key in &sets {
-            self.add_set(&mut script, *key);
+            self.add_set(&mut script, *key, sizes.get(key).copied().unwrap_or(0));
         }
         self.declare_port_sets(&mut script);
         for chain in self.chains() {
@@ -544,9 +567,10 @@ impl Firewall for NftablesFirewall {
         // transaction points the rules at the new sets and drops the old.
         let alt = !old.first().is_some_and(|k| k.alt);
         let new = Self::needed(entries, alt);
+        let sizes = counts(entries.iter().map(|(n, _)| SetKey::of(n, alt)));
         let mut script = String::new();
         for key in &new {
-            script.push_str(&key.declaration(&t));
+            script.push_str(&key.declaration(&t, sizes.get(key).copied().unwrap_or(0)));
         }
         self.transaction(&script).await?;
         let by_set = Self::by_set(entries, alt);
@@ -596,9 +620,10 @@ impl Firewall for NftablesFirewall {
             .filter(|k| !self.sets.contains(k))
             .collect();
         if !new.is_empty() {
+            let sizes = counts(changes.add.iter().map(|(n, _)| SetKey::of(n, alt)));
             let mut script = String::new();
             for key in &new {
-                self.add_set(&mut script, *key);
+                self.add_set(&mut script, *key, sizes.get(key).copied().unwrap_or(0));
             }
             self.transaction(&script).await?;
             self.sets.extend(new);
@@ -990,6 +1015,49 @@ mod tests {
 #[cfg(test)]
 mod kernel_tests {
     use super::*;
+
+    /// A set made for a few prefixes refuses more than its size, with a
+    /// clear error and nothing applied; the full sync that follows makes it
+    /// big enough.
+    #[tokio::test]
+    async fn a_full_set_refuses_more_and_a_sync_resizes_it() {
+        if !fleetban_tests::privileges::require_netns("nftables set size") {
+            return;
+        }
+        let ns = crate::firewall::suite::Namespace::new("fbnftsz");
+        let mut fw = NftablesFirewall::new("fleetban".into())
+            .with_wrapper(ns.wrapper())
+            .with_netns(ns.path());
+        let prefix = |i: u32| {
+            IpNet::new(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 12)).into(), 20).expect("net")
+        };
+        let first = vec![(prefix(0), Some(600_000))];
+        fw.sync(&first, &[]).await.expect("sync");
+        fw.apply(&Changes {
+            add: vec![(prefix(1), Some(600_000))],
+            ..Changes::default()
+        })
+        .await
+        .expect("one more");
+        let many: Vec<Entry> = (2..1_200).map(|i| (prefix(i), Some(600_000))).collect();
+        let err = fw
+            .apply(&Changes {
+                add: many.clone(),
+                ..Changes::default()
+            })
+            .await
+            .expect_err("over the set's size");
+        assert!(err.to_string().contains("the set is full"), "{err}");
+        assert_eq!(fw.list().await.expect("list").len(), 2);
+        let all: Vec<Entry> = first
+            .into_iter()
+            .chain([(prefix(1), Some(600_000))])
+            .chain(many)
+            .collect();
+        fw.sync(&all, &[]).await.expect("sync resizes");
+        assert_eq!(fw.list().await.expect("list").len(), 1_200);
+        fw.flush().await.expect("flush");
+    }
 
     /// The shared firewall suite against the real kernel, inside a network
     /// namespace of its own, with a foreign table beside fleetban's.
