@@ -104,6 +104,9 @@ describe("fleetban console", { skip }, () => {
 
     // Signing in with the keyboard alone: the form has focus, Tab, Enter.
     await overview.goto(base + "/");
+    // The form takes focus once the app has started; keys typed before
+    // that would be lost.
+    await overview.waitForFunction(() => document.activeElement?.tagName === "INPUT");
     await overview.keyboard.type(admin.user);
     await overview.keyboard.press("Tab");
     await overview.keyboard.type(admin.password);
