@@ -348,3 +348,45 @@ async fn an_operator_ca_from_files_is_used() {
         "{err}"
     );
 }
+
+/// The command line writes to the embedded database while the server starts
+/// and runs (a fresh CA, policies seeded): neither side fails with
+/// `database is locked`, and the server keeps running.
+#[test]
+fn the_cli_and_a_starting_server_share_the_embedded_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for round in 0..4 {
+        let here = dir.path().join(format!("round{round}"));
+        std::fs::create_dir_all(&here).expect("round dir");
+        let data = here.join("data");
+        let mut server = Proc::spawn("server", &here, {
+            let mut c = Command::new(bin("fleetban-server"));
+            c.args(["serve", "--data-dir"]).arg(&data).args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ]);
+            c
+        });
+        common::server_addrs(&mut server);
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let data = data.clone();
+                std::thread::spawn(move || {
+                    create_token(&["--data-dir".as_ref(), data.as_os_str()], &[])
+                })
+            })
+            .collect();
+        for w in writers {
+            let token = w.join().expect("token create");
+            assert!(
+                !token.is_empty() && !token.contains(char::is_whitespace),
+                "{token}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(server.is_running(), "{}", server.output());
+        server.stop();
+    }
+}

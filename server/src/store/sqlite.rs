@@ -14,6 +14,13 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+/// How every write transaction starts: taking the write lock at once, so a
+/// writer in another process (the CLI beside the server) is waited for
+/// (`busy_timeout`). A deferred transaction that read first would instead
+/// fail with `database is locked` when the other writer committed between
+/// its read and its write.
+pub(super) const WRITE_TX: &str = "BEGIN IMMEDIATE";
+
 use fleetban_policy::JailRule;
 
 use super::{
@@ -69,7 +76,7 @@ impl SqliteStore {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<Decision, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(WRITE_TX).await?;
         let version = next_version(&mut tx).await?;
         let row = sqlx::query(&format!(
             "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, revokes, ports)
@@ -296,7 +303,7 @@ impl Store for SqliteStore {
         events: &[NewEvent],
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(WRITE_TX).await?;
         let mut inserted = 0;
         for e in events {
             let done = sqlx::query(
@@ -336,7 +343,7 @@ impl Store for SqliteStore {
         d: &NewDecision,
         now: DateTime<Utc>,
     ) -> Result<Decision, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(WRITE_TX).await?;
         let version = next_version(&mut tx).await?;
         let row = sqlx::query(&format!(
             "INSERT INTO decisions (version, kind, target, origin, reason, creator, jail, scope, created_at, expires_at, ports)
@@ -643,7 +650,7 @@ impl Store for SqliteStore {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(WRITE_TX).await?;
         let version = Self::next_policy_version(&mut tx, by, now).await?;
         Self::insert_rule(&mut tx, rule, by, now).await?;
         tx.commit().await?;
@@ -657,7 +664,7 @@ impl Store for SqliteStore {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(WRITE_TX).await?;
         let done = sqlx::query("DELETE FROM jail_policies WHERE agent_group = ?1 AND jail = ?2")
             .bind(group)
             .bind(jail)
@@ -685,7 +692,7 @@ impl Store for SqliteStore {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(WRITE_TX).await?;
         let version = Self::next_policy_version(&mut tx, by, now).await?;
         sqlx::query("UPDATE policy_state SET fleet_rules = ?1")
             .bind(rules)
@@ -701,7 +708,7 @@ impl Store for SqliteStore {
         jails: &[JailRule],
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(WRITE_TX).await?;
         let seeded: Option<String> = sqlx::query_scalar("SELECT fleet_rules FROM policy_state")
             .fetch_one(&mut *tx)
             .await?;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::api::*;
 use super::rollup;
-use super::sqlite::{decision_from, ms, time, SqliteStore};
+use super::sqlite::{decision_from, ms, time, SqliteStore, WRITE_TX};
 use super::{from_version, to_version, StoreError};
 
 fn unique_violation(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
@@ -258,7 +258,7 @@ impl ApiStore for SqliteStore {
     }
 
     async fn disable_user(&self, name: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with(WRITE_TX).await?;
         let id: Option<i64> = sqlx::query_scalar(
             "UPDATE users SET disabled_at = ?2 WHERE name = ?1 AND disabled_at IS NULL RETURNING id",
         )
@@ -338,7 +338,7 @@ impl ApiStore for SqliteStore {
         new_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<Refresh, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with(WRITE_TX).await?;
         let rotated = sqlx::query(&format!(
             "UPDATE sessions SET refresh_hash = ?2, previous_hash = ?1
              WHERE refresh_hash = ?1 AND revoked_at IS NULL AND expires_at > ?3

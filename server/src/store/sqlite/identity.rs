@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{ms, time, SqliteStore};
+use super::{ms, time, SqliteStore, WRITE_TX};
 use crate::store::identity::{
     Enrollment, IdentityStore, NewEnrollment, NewToken, Refusal, StoredCa, TokenRecord,
 };
@@ -110,7 +110,7 @@ impl IdentityStore for SqliteStore {
         e: &NewEnrollment,
         now: DateTime<Utc>,
     ) -> Result<Enrollment, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(WRITE_TX).await?;
         let used = sqlx::query(
             "UPDATE enrollment_tokens SET uses = uses + 1
              WHERE secret_sha256 = ?1 AND expires_at > ?2 AND uses < max_uses AND revoked_at IS NULL
