@@ -378,14 +378,11 @@ impl Socket {
             };
             for (seq, code) in acks(&buf[..n]) {
                 // An error may also answer a batch marker.
-                let ours = requests.iter().any(|(s, _)| *s == seq)
-                    || seq == first.0.wrapping_sub(1)
-                    || seq == last.0.wrapping_add(1);
-                if !ours {
-                    continue;
-                }
-                if requests.iter().any(|(s, _)| *s == seq) {
+                let request = requests.iter().any(|(s, _)| *s == seq);
+                if request {
                     pending = pending.saturating_sub(1);
+                } else if seq != first.0.wrapping_sub(1) && seq != last.0.wrapping_add(1) {
+                    continue;
                 }
                 if code != 0 && refused.is_none() {
                     refused = Some(NetlinkError::Refused {

@@ -179,6 +179,17 @@ impl SetKey {
     }
 }
 
+/// Whether the sets are of one generation (a sync cut short leaves two)
+/// and hold both host sets.
+fn one_generation(sets: &BTreeSet<SetKey>) -> bool {
+    sets.first().is_some_and(|first| {
+        let alt = first.alt;
+        sets.iter().all(|k| k.alt == alt)
+            && sets.contains(&SetKey::hosts(true, alt))
+            && sets.contains(&SetKey::hosts(false, alt))
+    })
+}
+
 /// How many entries each set gets.
 fn counts<'a>(keys: impl Iterator<Item = SetKey> + 'a) -> BTreeMap<SetKey, usize> {
     let mut counts = BTreeMap::new();
@@ -471,13 +482,7 @@ impl NftablesFirewall {
                     && c.get("hook").and_then(Value::as_str) == Some(chain)
             })
         };
-        let ok = sets.first().is_some_and(|first| {
-            let alt = first.alt;
-            sets.iter().all(|k| k.alt == alt)
-                && sets.contains(&SetKey::hosts(true, alt))
-                && sets.contains(&SetKey::hosts(false, alt))
-        }) && port_sets
-            && self.chains().into_iter().all(hooked);
+        let ok = one_generation(&sets) && port_sets && self.chains().into_iter().all(hooked);
         Ok(Some((ok, sets)))
     }
 
@@ -496,14 +501,7 @@ impl NftablesFirewall {
     /// Whether the listing holds our host sets and, in each chain, exactly
     /// one rule per set of ours, with our verdict.
     fn intact(&self, items: &[Value], sets: &BTreeSet<SetKey>) -> bool {
-        let Some(alt) = sets.first().map(|k| k.alt) else {
-            return false;
-        };
-        // One generation only (a sync cut short leaves two).
-        if sets.iter().any(|k| k.alt != alt)
-            || !sets.contains(&SetKey::hosts(true, alt))
-            || !sets.contains(&SetKey::hosts(false, alt))
-        {
+        if !one_generation(sets) {
             return false;
         }
         let chain_ok = |chain: &str| {
